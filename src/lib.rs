@@ -1,0 +1,4 @@
+pub mod conf;
+pub mod dist;
+pub mod hash;
+pub mod route;
