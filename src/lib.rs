@@ -1,4 +1,15 @@
+pub mod cli;
+pub mod client;
 pub mod conf;
+pub mod daemon;
 pub mod dist;
 pub mod hash;
+pub mod log;
+pub mod msg;
+pub mod net;
+pub mod proto;
+pub mod proxy;
 pub mod route;
+pub mod server;
+pub mod stats;
+pub mod worker;

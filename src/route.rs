@@ -63,10 +63,8 @@ impl Router {
     #[inline]
     pub fn dispatch(&self, key: &[u8]) -> Result<usize, NoServer> {
         // nutcracker: a pool with one server never hashes.
-        if self.nodes.len() == 1 {
-            if self.strategy.own_hash.is_none() {
-                return Ok(0);
-            }
+        if self.nodes.len() == 1 && self.strategy.own_hash.is_none() {
+            return Ok(0);
         }
         self.current.load().dispatch(route_key(self.tag, key))
     }
@@ -91,6 +89,11 @@ impl Router {
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
     }
+}
+
+/// The `server_name` token of a key in a pool (for error messages).
+pub fn server_token<'a>(conf: &crate::conf::PoolConf, key: &'a [u8]) -> &'a [u8] {
+    crate::dist::server_name::token(route_key(conf.hash_tag, key))
 }
 
 #[cfg(test)]

@@ -267,13 +267,15 @@ fn read_seq(w: &mut Walker<'_>, pool: &Scalar, key: &Scalar) -> Result<Vec<Scala
         match ev {
             Event::SequenceEnd => return Ok(items),
             Event::Scalar(text, ..) => items.push(scalar(text, span)),
-            _ => return err(
-                Some(span),
-                format!(
+            _ => {
+                return err(
+                    Some(span),
+                    format!(
                     "pool \"{}\": {}: list items must be scalars (\"- host:port:weight [name]\")",
                     pool.text, key.text
                 ),
-            ),
+                )
+            }
         }
     }
 }

@@ -1,0 +1,152 @@
+//! Client connections: read requests, hand them to the protocol handler, and
+//! write replies back strictly in request order.
+//!
+//! Each client owns an in-order queue of [`Pending`] replies. A request the proxy
+//! answers itself is ready at once; a forwarded one waits on its [`Slot`]; a
+//! fragmented one waits on all of its parts and is then coalesced. The loop
+//! reads while the queue is short (bounded buffering: a slow reader is
+//! back-pressured instead of growing memory), writes every ready reply at the
+//! front with vectored writes, and sleeps until the socket or a slot wakes it.
+
+pub mod redis;
+
+use crate::msg::Slot;
+use crate::net::Stream;
+use crate::worker::PoolLocal;
+use bytes::{Bytes, BytesMut};
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::rc::Rc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Requests a client may have in flight before we stop reading from it.
+const MAX_PENDING: usize = 16 * 1024;
+/// Reply bytes a client may have unwritten before we stop reading from it.
+const MAX_UNWRITTEN: usize = 64 * 1024 * 1024;
+/// Most buffers handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+/// One reply owed to the client, in request order.
+#[derive(Debug)]
+pub enum Pending {
+    /// Answered by the proxy.
+    Ready(Bytes),
+    /// Forwarded: the backend's reply (or an error) lands in the slot.
+    Wait(Rc<Slot>),
+    /// Fragmented across servers: coalesced when every part is done.
+    Frags(Box<redis::Frags>),
+    /// Close the connection once every earlier reply is written (QUIT).
+    Close,
+}
+
+/// Per-connection state the protocol handler works with.
+#[derive(Debug)]
+pub struct Session {
+    pub pool: Rc<PoolLocal>,
+    pub waker: Rc<Notify>,
+    pub pending: VecDeque<Pending>,
+    pub authenticated: bool,
+    /// Set when the connection must close after the queued replies (QUIT, a
+    /// framing error).
+    pub closing: bool,
+}
+
+/// Serves one client connection until it closes.
+pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationToken) {
+    let authenticated = pool.shared.conf.redis_auth.is_none();
+    let mut s = Session {
+        pool,
+        waker: Rc::new(Notify::new()),
+        pending: VecDeque::new(),
+        authenticated,
+        closing: false,
+    };
+    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut need = 0usize;
+    let mut out: VecDeque<Bytes> = VecDeque::new();
+    let mut out_bytes = 0usize;
+    let mut offset = 0usize;
+    let mut eof = false;
+    loop {
+        if !s.closing {
+            need = redis::handle_requests(&mut s, &mut rbuf);
+        }
+        // Move every ready reply at the front of the queue to the output.
+        let mut close_now = false;
+        while let Some(front) = s.pending.front_mut() {
+            let ready = match front {
+                Pending::Ready(b) => Some(std::mem::take(b)),
+                Pending::Wait(slot) => slot.take().map(redis::outcome_reply),
+                Pending::Frags(f) => f.is_done().then(|| f.coalesce()),
+                Pending::Close => {
+                    close_now = true;
+                    break;
+                }
+            };
+            let Some(bytes) = ready else { break };
+            s.pending.pop_front();
+            out_bytes += bytes.len();
+            out.push_back(bytes);
+        }
+        // Write without waiting.
+        while !out.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let n = out.len().min(MAX_IOV);
+            for (i, b) in out.iter().take(n).enumerate() {
+                iov[i] = IoSlice::new(if i == 0 { &b[offset..] } else { b });
+            }
+            match stream.try_write_vectored(&iov[..n]) {
+                Ok(mut written) => {
+                    out_bytes -= written;
+                    while written > 0 {
+                        let Some(front) = out.front() else { break };
+                        let left = front.len() - offset;
+                        if written >= left {
+                            written -= left;
+                            out.pop_front();
+                            offset = 0;
+                        } else {
+                            offset += written;
+                            written = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => return,
+            }
+        }
+        if out.is_empty() && (close_now || ((eof || s.closing) && s.pending.is_empty())) {
+            return;
+        }
+        let can_read =
+            !eof && !s.closing && s.pending.len() < MAX_PENDING && out_bytes < MAX_UNWRITTEN;
+        let waiting = !s.pending.is_empty();
+        tokio::select! {
+            r = stream.readable(), if can_read => {
+                if r.is_err() {
+                    return;
+                }
+                if rbuf.capacity() - rbuf.len() < 4096 || need > rbuf.capacity() {
+                    rbuf.reserve(need.saturating_sub(rbuf.len()).max(16 * 1024));
+                }
+                match stream.try_read_buf(&mut rbuf) {
+                    Ok(0) => eof = true,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => return,
+                }
+            }
+            r = stream.writable(), if !out.is_empty() => {
+                if r.is_err() {
+                    return;
+                }
+            }
+            _ = s.waker.notified(), if waiting => {}
+            _ = shutdown.cancelled(), if !s.closing => {
+                // Stop taking requests; deliver what is in flight, then close.
+                s.closing = true;
+            }
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The redis side of a client: scan requests, answer the commands the proxy
+//! owns, route the rest, split multi-key commands into fragments and coalesce
+//! their replies.
+//!
+//! Unlike nutcracker, an unknown or malformed command gets an error reply and
+//! the connection stays open with every earlier reply delivered; only a framing
+//! error (the byte stream cannot be resynchronised) closes it, after an error.
+
+use super::{Pending, Session};
+use crate::dist::NoServer;
+use crate::msg::{ErrKind, Outcome, Slot};
+use crate::proto::redis::reply::{array_elements, integer};
+use crate::proto::redis::request::{is_inline, put_array_header, put_bulk};
+use crate::proto::redis::{lookup, scan_request, Fragment, Keys, Limits, Local};
+use crate::proto::Scan;
+use bytes::{Bytes, BytesMut};
+use std::ops::Range;
+use std::rc::Rc;
+
+const PONG: &[u8] = b"+PONG\r\n";
+const OK: &[u8] = b"+OK\r\n";
+const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
+
+/// Scans and handles every complete request in `rbuf`; returns the size hint of
+/// the next incomplete one.
+pub fn handle_requests(s: &mut Session, rbuf: &mut BytesMut) -> usize {
+    let limits = Limits::default();
+    let mut args: Vec<Range<usize>> = Vec::new();
+    while !s.closing {
+        match scan_request(rbuf, &limits, &mut args) {
+            Ok(Scan::Complete(n)) => {
+                let req = rbuf.split_to(n).freeze();
+                if !args.is_empty() {
+                    handle(s, req, &args);
+                }
+            }
+            Ok(Scan::Incomplete { hint }) => return hint,
+            Err(e) => {
+                s.pending.push_back(Pending::Ready(Bytes::from(format!(
+                    "-ERR Protocol error: {}\r\n",
+                    e.0
+                ))));
+                s.closing = true;
+                rbuf.clear();
+            }
+        }
+    }
+    0
+}
+
+fn ready(s: &mut Session, bytes: impl Into<Bytes>) {
+    s.pending.push_back(Pending::Ready(bytes.into()));
+}
+
+fn error(s: &mut Session, msg: &str) {
+    ready(s, format!("-ERR {msg}\r\n"));
+}
+
+/// A printable, bounded rendering of a client-supplied name for error replies.
+fn printable(b: &[u8]) -> String {
+    b.iter()
+        .take(64)
+        .map(|&c| if c.is_ascii_graphic() { c as char } else { '?' })
+        .collect()
+}
+
+fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
+    let name = &req[args[0].clone()];
+    let Some(cmd) = lookup(name) else {
+        error(
+            s,
+            &format!("unknown or unsupported command '{}'", printable(name)),
+        );
+        return;
+    };
+    let argc = args.len() - 1;
+    if !cmd.arity.accepts(argc) {
+        error(
+            s,
+            &format!("wrong number of arguments for '{}' command", cmd.name),
+        );
+        return;
+    }
+    if !s.authenticated && !matches!(cmd.local, Some(Local::Auth) | Some(Local::Quit)) {
+        ready(s, NOAUTH);
+        return;
+    }
+    if let Some(local) = cmd.local {
+        return answer(s, local, &req, args);
+    }
+    // Forwarded: RESP as written, or re-encoded when it came inline.
+    let wire = if is_inline(&req) {
+        encode(&req, args.iter().cloned())
+    } else {
+        req.clone()
+    };
+    match cmd.keys {
+        Keys::Placeholder => forward(s, b"placeholder", wire),
+        Keys::Eval => {
+            let numkeys = std::str::from_utf8(&req[args[2].clone()])
+                .ok()
+                .and_then(|n| n.parse::<usize>().ok());
+            match numkeys {
+                Some(n) if n >= 1 && argc >= 2 + n => forward(s, &req[args[3].clone()], wire),
+                _ => error(
+                    s,
+                    &format!(
+                        "{} needs numkeys ≥ 1 and that many keys to be routed by the proxy",
+                        cmd.name
+                    ),
+                ),
+            }
+        }
+        Keys::First | Keys::None => {
+            let frag = cmd.fragment;
+            let step = if frag == Fragment::Mset { 2 } else { 1 };
+            if frag == Fragment::Mset && argc % 2 != 0 {
+                return error(s, "wrong number of arguments for 'mset' command");
+            }
+            if frag == Fragment::No || argc == step {
+                forward(s, &req[args[1].clone()], wire);
+            } else {
+                fragment(s, cmd.name, frag, &req, &args[1..], step);
+            }
+        }
+    }
+}
+
+fn answer(s: &mut Session, local: Local, req: &Bytes, args: &[Range<usize>]) {
+    let arg = |i: usize| &req[args[i].clone()];
+    match local {
+        Local::Ping if args.len() == 1 => ready(s, PONG),
+        Local::Ping | Local::Echo => {
+            let mut out = Vec::new();
+            put_bulk(&mut out, arg(1));
+            ready(s, out);
+        }
+        Local::Quit => {
+            ready(s, OK);
+            s.pending.push_back(Pending::Close);
+            s.closing = true;
+        }
+        Local::Auth => {
+            let password = arg(args.len() - 1);
+            match &s.pool.shared.conf.redis_auth {
+                None => error(s, "Client sent AUTH, but no password is set"),
+                Some(want) if constant_time_eq(want.as_bytes(), password) => {
+                    s.authenticated = true;
+                    ready(s, OK);
+                }
+                Some(_) => {
+                    s.authenticated = false;
+                    error(s, "invalid password");
+                }
+            }
+        }
+        Local::Select => {
+            let db = s.pool.shared.conf.redis_db;
+            if arg(1) == itoa::Buffer::new().format(db).as_bytes() {
+                ready(s, OK);
+            } else {
+                error(s, &format!("this pool uses db {db}: SELECT of another db is not supported by the proxy"));
+            }
+        }
+        Local::Client => {
+            let sub = arg(1).to_ascii_lowercase();
+            if sub == b"setname" || sub == b"setinfo" {
+                ready(s, OK);
+            } else {
+                error(
+                    s,
+                    &format!(
+                        "CLIENT {} is not supported by the proxy",
+                        printable(arg(1)).to_ascii_uppercase()
+                    ),
+                );
+            }
+        }
+        Local::Hello => ready(s, &b"-NOPROTO unsupported protocol version\r\n"[..]),
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Re-encodes arguments as RESP multibulk.
+fn encode(req: &[u8], args: impl ExactSizeIterator<Item = Range<usize>>) -> Bytes {
+    let mut out = Vec::with_capacity(req.len() + 16);
+    put_array_header(&mut out, args.len());
+    for a in args {
+        put_bulk(&mut out, &req[a]);
+    }
+    out.into()
+}
+
+fn route_error(s: &mut Session, key: &[u8], e: NoServer) {
+    match e {
+        NoServer::AllEjected => ready(s, ErrKind::Refused.redis_reply()),
+        NoServer::Unroutable => {
+            let pool = s.pool.shared.conf.name.clone();
+            error(
+                s,
+                &format!(
+                    "no server named '{}' in pool '{pool}'",
+                    printable(crate::route::server_token(&s.pool.shared.conf, key))
+                ),
+            );
+        }
+    }
+}
+
+fn forward(s: &mut Session, key: &[u8], wire: Bytes) {
+    match s.pool.shared.router.dispatch(key) {
+        Ok(idx) => {
+            let slot = Slot::new(s.waker.clone());
+            s.pool.servers[idx].send(wire, slot.clone());
+            s.pending.push_back(Pending::Wait(slot));
+        }
+        Err(e) => route_error(s, key, e),
+    }
+}
+
+/// A multi-key command split across servers.
+#[derive(Debug)]
+pub struct Frags {
+    kind: Fragment,
+    /// One slot per involved server.
+    parts: Vec<Rc<Slot>>,
+    /// For each key (in request order), the index of its part.
+    order: Vec<u32>,
+}
+
+fn fragment(
+    s: &mut Session,
+    name: &str,
+    kind: Fragment,
+    req: &Bytes,
+    keys: &[Range<usize>],
+    step: usize,
+) {
+    let nservers = s.pool.servers.len();
+    // Per server: its part index (u32::MAX = not involved yet), linear in keys.
+    let mut part_of = vec![u32::MAX; nservers];
+    let mut bodies: Vec<(usize, Vec<u8>, usize)> = Vec::new();
+    let mut order = Vec::with_capacity(keys.len() / step);
+    for pair in keys.chunks(step) {
+        let key = &req[pair[0].clone()];
+        let idx = match s.pool.shared.router.dispatch(key) {
+            Ok(i) => i,
+            Err(e) => return route_error(s, key, e),
+        };
+        if part_of[idx] == u32::MAX {
+            part_of[idx] = bodies.len() as u32;
+            bodies.push((idx, Vec::new(), 0));
+        }
+        let part = &mut bodies[part_of[idx] as usize];
+        for a in pair {
+            put_bulk(&mut part.1, &req[a.clone()]);
+        }
+        part.2 += 1;
+        order.push(part_of[idx]);
+    }
+    let mut parts = Vec::with_capacity(bodies.len());
+    for (idx, body, nkeys) in bodies {
+        let mut wire = Vec::with_capacity(body.len() + 32);
+        put_array_header(&mut wire, 1 + nkeys * step);
+        put_bulk(&mut wire, name.as_bytes());
+        wire.extend_from_slice(&body);
+        let slot = Slot::new(s.waker.clone());
+        s.pool.servers[idx].send(wire.into(), slot.clone());
+        parts.push(slot);
+    }
+    s.pending
+        .push_back(Pending::Frags(Box::new(Frags { kind, parts, order })));
+}
+
+impl Frags {
+    pub fn is_done(&self) -> bool {
+        self.parts.iter().all(|p| p.is_done())
+    }
+
+    /// The client's reply, built from every part's reply.
+    pub fn coalesce(&mut self) -> Bytes {
+        let mut replies = Vec::with_capacity(self.parts.len());
+        for p in &self.parts {
+            match p.take() {
+                Some(Ok(r)) => replies.push(r),
+                Some(Err(e)) => return e.redis_reply(),
+                None => return ErrKind::Io.redis_reply(),
+            }
+        }
+        // A backend error reply (e.g. -NOAUTH, -READONLY) is passed on as is.
+        if let Some(e) = replies.iter().find(|r| r.first() == Some(&b'-')) {
+            return e.clone();
+        }
+        match self.kind {
+            Fragment::Sum => {
+                let mut sum = 0i64;
+                for r in &replies {
+                    match integer(r) {
+                        Some(n) => sum += n,
+                        None => return ErrKind::Invalid.redis_reply(),
+                    }
+                }
+                Bytes::from(format!(":{sum}\r\n"))
+            }
+            Fragment::Mset => {
+                if replies.iter().all(|r| &r[..] == OK) {
+                    Bytes::from_static(OK)
+                } else {
+                    ErrKind::Invalid.redis_reply()
+                }
+            }
+            Fragment::Mget | Fragment::No => {
+                let mut elems: Vec<Vec<Range<usize>>> = Vec::with_capacity(replies.len());
+                let mut size = 16;
+                for r in &replies {
+                    let mut e = Vec::new();
+                    if array_elements(r, &mut e).is_err() {
+                        return ErrKind::Invalid.redis_reply();
+                    }
+                    size += r.len();
+                    elems.push(e);
+                }
+                let mut cursor = vec![0usize; replies.len()];
+                let mut out = Vec::with_capacity(size);
+                put_array_header(&mut out, self.order.len());
+                for &p in &self.order {
+                    let p = p as usize;
+                    match elems[p].get(cursor[p]) {
+                        Some(range) => out.extend_from_slice(&replies[p][range.clone()]),
+                        None => return ErrKind::Invalid.redis_reply(),
+                    }
+                    cursor[p] += 1;
+                }
+                out.into()
+            }
+        }
+    }
+}
+
+/// The reply for a forwarded request's outcome.
+pub fn outcome_reply(o: Outcome) -> Bytes {
+    match o {
+        Ok(b) => b,
+        Err(e) => e.redis_reply(),
+    }
+}

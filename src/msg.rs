@@ -1,0 +1,105 @@
+//! What flows between a client and the server connections of its worker: the
+//! reply slot a request's response lands in, and the errors the proxy answers
+//! with. Both sides share only these types.
+
+use bytes::Bytes;
+use std::cell::RefCell;
+use std::rc::Rc;
+use tokio::sync::Notify;
+
+/// Why the proxy answers a request itself with an error (spec §5.3: nutcracker
+/// replies with strerror's text; so do we, where the cause is an errno).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrKind {
+    /// The backend refused the connection (or every server is ejected).
+    Refused,
+    /// The request's `timeout` expired.
+    TimedOut,
+    /// The connection to the backend was reset.
+    Reset,
+    /// The backend host name did not resolve.
+    HostDown,
+    /// The backend sent a reply the proxy cannot parse, or a transient error.
+    Invalid,
+    /// Writing to the backend failed.
+    BrokenPipe,
+    /// The backend closed the connection.
+    ServerEof,
+    /// Another I/O error.
+    Io,
+}
+
+impl ErrKind {
+    /// The text after `-ERR ` / `SERVER_ERROR `.
+    pub fn text(self) -> &'static str {
+        match self {
+            ErrKind::Refused => "Connection refused",
+            ErrKind::TimedOut => "Connection timed out",
+            ErrKind::Reset => "Connection reset by peer",
+            ErrKind::HostDown => "Host is down",
+            ErrKind::Invalid => "Invalid argument",
+            ErrKind::BrokenPipe => "Broken pipe",
+            ErrKind::ServerEof => "Connection closed by server",
+            ErrKind::Io => "Input/output error",
+        }
+    }
+
+    /// Classifies an I/O error.
+    pub fn from_io(e: &std::io::Error) -> ErrKind {
+        use std::io::ErrorKind as K;
+        match e.kind() {
+            K::ConnectionRefused => ErrKind::Refused,
+            K::TimedOut => ErrKind::TimedOut,
+            K::ConnectionReset | K::ConnectionAborted => ErrKind::Reset,
+            K::BrokenPipe => ErrKind::BrokenPipe,
+            K::UnexpectedEof => ErrKind::ServerEof,
+            K::NotFound | K::AddrNotAvailable => ErrKind::HostDown,
+            _ => ErrKind::Io,
+        }
+    }
+
+    /// The redis error reply for this error.
+    pub fn redis_reply(self) -> Bytes {
+        Bytes::from(format!("-ERR {}\r\n", self.text()))
+    }
+}
+
+/// The outcome of a forwarded request: the backend's raw reply, or an error.
+pub type Outcome = Result<Bytes, ErrKind>;
+
+/// Where one forwarded request's outcome lands. The client that owns it holds
+/// it in its in-order reply queue; the server connection fills it and wakes the
+/// client. If the client is gone, filling it is harmless.
+#[derive(Debug)]
+pub struct Slot {
+    outcome: RefCell<Option<Outcome>>,
+    waker: Rc<Notify>,
+}
+
+impl Slot {
+    pub fn new(waker: Rc<Notify>) -> Rc<Slot> {
+        Rc::new(Slot {
+            outcome: RefCell::new(None),
+            waker,
+        })
+    }
+
+    /// Sets the outcome (first one wins) and wakes the owner.
+    pub fn fill(&self, outcome: Outcome) {
+        let mut o = self.outcome.borrow_mut();
+        if o.is_none() {
+            *o = Some(outcome);
+            drop(o);
+            self.waker.notify_one();
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.outcome.borrow().is_some()
+    }
+
+    /// Takes the outcome out (once it is done).
+    pub fn take(&self) -> Option<Outcome> {
+        self.outcome.borrow_mut().take()
+    }
+}

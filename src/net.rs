@@ -1,0 +1,112 @@
+//! Sockets: listeners (TCP with backlog/reuseport, unix with permissions),
+//! backend connects, and a stream type over TCP and unix sockets.
+
+use crate::conf::{Listen, ServerAddr};
+use socket2::{Domain, Protocol, Socket, Type};
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+
+/// A listening socket, ready to be handed to a worker.
+#[derive(Debug)]
+pub enum StdListener {
+    Tcp(std::net::TcpListener),
+    Unix(std::os::unix::net::UnixListener),
+}
+
+impl StdListener {
+    pub fn try_clone(&self) -> io::Result<StdListener> {
+        Ok(match self {
+            StdListener::Tcp(l) => StdListener::Tcp(l.try_clone()?),
+            StdListener::Unix(l) => StdListener::Unix(l.try_clone()?),
+        })
+    }
+}
+
+/// Binds a pool's listener. `reuseport` sets `SO_REUSEPORT` (one socket per
+/// worker thread then shares the port, balanced by the kernel).
+pub fn bind(listen: &Listen, backlog: u32, reuseport: bool) -> io::Result<StdListener> {
+    let backlog = backlog.min(i32::MAX as u32) as i32;
+    match listen {
+        Listen::Tcp { addr, .. } => {
+            let s = Socket::new(
+                Domain::for_address(*addr),
+                Type::STREAM,
+                Some(Protocol::TCP),
+            )?;
+            s.set_reuse_address(true)?;
+            if reuseport {
+                s.set_reuse_port(true)?;
+            }
+            s.set_nonblocking(true)?;
+            s.bind(&(*addr).into())?;
+            s.listen(backlog)?;
+            Ok(StdListener::Tcp(s.into()))
+        }
+        Listen::Unix { path, perm } => {
+            let _ = std::fs::remove_file(path);
+            let s = Socket::new(Domain::UNIX, Type::STREAM, None)?;
+            s.set_nonblocking(true)?;
+            s.bind(&socket2::SockAddr::unix(path)?)?;
+            s.listen(backlog)?;
+            if let Some(mode) = perm {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(*mode))?;
+            }
+            Ok(StdListener::Unix(s.into()))
+        }
+    }
+}
+
+/// A connected stream (client or backend).
+#[derive(Debug)]
+pub enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+impl Stream {
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+        }
+    }
+
+    pub async fn writable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.writable().await,
+            Stream::Unix(s) => s.writable().await,
+        }
+    }
+
+    pub fn try_read_buf(&self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read_buf(buf),
+            Stream::Unix(s) => s.try_read_buf(buf),
+        }
+    }
+
+    pub fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write_vectored(bufs),
+            Stream::Unix(s) => s.try_write_vectored(bufs),
+        }
+    }
+}
+
+/// Connects to a backend (resolving its host name now, as nutcracker does).
+pub async fn connect(addr: &ServerAddr) -> io::Result<Stream> {
+    match addr {
+        ServerAddr::Tcp { host, port } => {
+            let mut addrs = tokio::net::lookup_host((host.as_str(), *port))
+                .await
+                .map_err(|e| io::Error::new(io::ErrorKind::NotFound, e))?;
+            let a = addrs
+                .next()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address"))?;
+            let s = tokio::net::TcpStream::connect(a).await?;
+            s.set_nodelay(true)?;
+            Ok(Stream::Tcp(s))
+        }
+        ServerAddr::Unix { path } => Ok(Stream::Unix(tokio::net::UnixStream::connect(path).await?)),
+    }
+}

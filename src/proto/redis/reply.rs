@@ -1,0 +1,200 @@
+//! The RESP2 reply scanner (backend side). Iterative: nested arrays only add to
+//! a count of elements still to read, so a hostile depth costs no memory.
+
+use super::super::Scan;
+use std::ops::Range;
+
+/// A reply the proxy cannot understand (RESP3 types, garbage): the server
+/// connection is closed and its requests fail with "Invalid argument".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyError;
+
+/// Longest status/error/integer line we wait for before calling it garbage.
+const MAX_LINE: usize = 64 * 1024;
+
+fn line(buf: &[u8], from: usize) -> Result<Option<usize>, ReplyError> {
+    let window = &buf[from..buf.len().min(from + MAX_LINE)];
+    match memchr::memchr(b'\n', window) {
+        Some(i) if i > 0 && window[i - 1] == b'\r' => Ok(Some(from + i - 1)),
+        Some(_) => Err(ReplyError),
+        None if window.len() >= MAX_LINE => Err(ReplyError),
+        None => Ok(None),
+    }
+}
+
+fn signed(digits: &[u8]) -> Result<i64, ReplyError> {
+    let (neg, d) = match digits.first() {
+        Some(b'-') => (true, &digits[1..]),
+        _ => (false, digits),
+    };
+    if d.is_empty() || d.len() > 18 || !d.iter().all(u8::is_ascii_digit) {
+        return Err(ReplyError);
+    }
+    let n = d.iter().fold(0i64, |n, c| n * 10 + i64::from(c - b'0'));
+    Ok(if neg { -n } else { n })
+}
+
+/// Scans one complete reply at the start of `buf`.
+pub fn scan_reply(buf: &[u8]) -> Result<Scan, ReplyError> {
+    let mut pos = 0;
+    let mut todo: u64 = 1;
+    while todo > 0 {
+        if pos >= buf.len() {
+            return Ok(Scan::Incomplete { hint: pos + 1 });
+        }
+        let kind = buf[pos];
+        let Some(end) = line(buf, pos + 1)? else {
+            return Ok(Scan::Incomplete {
+                hint: buf.len() + 1,
+            });
+        };
+        todo -= 1;
+        match kind {
+            b'+' | b'-' => {}
+            b':' => {
+                signed(&buf[pos + 1..end])?;
+            }
+            b'$' => {
+                let n = signed(&buf[pos + 1..end])?;
+                if n >= 0 {
+                    let stop = end + 2 + n as usize;
+                    if buf.len() < stop + 2 {
+                        return Ok(Scan::Incomplete { hint: stop + 2 });
+                    }
+                    if &buf[stop..stop + 2] != b"\r\n" {
+                        return Err(ReplyError);
+                    }
+                    pos = stop + 2;
+                    continue;
+                } else if n != -1 {
+                    return Err(ReplyError);
+                }
+            }
+            b'*' => {
+                let n = signed(&buf[pos + 1..end])?;
+                if n > 0 {
+                    todo += n as u64;
+                } else if n < -1 {
+                    return Err(ReplyError);
+                }
+            }
+            _ => return Err(ReplyError),
+        }
+        pos = end + 2;
+    }
+    Ok(Scan::Complete(pos))
+}
+
+/// The elements of a complete array reply of bulk strings (an MGET fragment's
+/// reply): each element's whole encoding (`$3\r\nfoo\r\n` or `$-1\r\n`).
+/// Anything else (an error reply, nested arrays) is `Err`.
+pub fn array_elements(reply: &[u8], out: &mut Vec<Range<usize>>) -> Result<(), ReplyError> {
+    out.clear();
+    if reply.first() != Some(&b'*') {
+        return Err(ReplyError);
+    }
+    let end = line(reply, 1)?.ok_or(ReplyError)?;
+    let n = signed(&reply[1..end])?;
+    let mut pos = end + 2;
+    for _ in 0..n.max(0) {
+        if reply.get(pos) != Some(&b'$') {
+            return Err(ReplyError);
+        }
+        match scan_reply(&reply[pos..])? {
+            Scan::Complete(len) => {
+                out.push(pos..pos + len);
+                pos += len;
+            }
+            Scan::Incomplete { .. } => return Err(ReplyError),
+        }
+    }
+    Ok(())
+}
+
+/// The value of an integer reply (`:<n>\r\n`).
+pub fn integer(reply: &[u8]) -> Option<i64> {
+    if reply.first() != Some(&b':') || reply.len() < 3 {
+        return None;
+    }
+    signed(&reply[1..reply.len() - 2]).ok()
+}
+
+/// Redis's transient failures that nutcracker does not forward (spec §5.3).
+pub fn is_transient_error(reply: &[u8]) -> bool {
+    reply.starts_with(b"-OOM")
+        || reply.starts_with(b"-LOADING")
+        || (reply.starts_with(b"-BUSY") && matches!(reply.get(5), Some(b' ') | Some(b'\r')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_type() {
+        for (r, n) in [
+            (&b"+OK\r\n"[..], 5),
+            (b"-ERR x\r\n", 8),
+            (b":-12\r\n", 6),
+            (b"$3\r\nfoo\r\n", 9),
+            (b"$-1\r\n", 5),
+            (b"*-1\r\n", 5),
+            (b"*0\r\n", 4),
+            (b"*2\r\n$1\r\na\r\n*1\r\n:1\r\n", 19),
+        ] {
+            assert_eq!(
+                scan_reply(r),
+                Ok(Scan::Complete(n)),
+                "{:?}",
+                String::from_utf8_lossy(r)
+            );
+            for cut in 0..r.len() {
+                assert!(matches!(scan_reply(&r[..cut]), Ok(Scan::Incomplete { .. })));
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_and_resp3_are_errors() {
+        for r in [
+            &b"%1\r\n"[..],
+            b"_\r\n",
+            b"#t\r\n",
+            b"hello\r\n",
+            b"$3\r\nfooo\r\n",
+            b":x\r\n",
+            b"$-2\r\n",
+            b"+OK\n",
+        ] {
+            assert_eq!(
+                scan_reply(r),
+                Err(ReplyError),
+                "{:?}",
+                String::from_utf8_lossy(r)
+            );
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_cheap() {
+        let mut r = b"*1\r\n".repeat(100_000);
+        r.extend_from_slice(b":1\r\n");
+        assert_eq!(scan_reply(&r), Ok(Scan::Complete(r.len())));
+    }
+
+    #[test]
+    fn elements_and_integers() {
+        let r = b"*3\r\n$1\r\na\r\n$-1\r\n$0\r\n\r\n";
+        let mut e = Vec::new();
+        assert_eq!(array_elements(r, &mut e), Ok(()));
+        assert_eq!(e, [4..11, 11..16, 16..22]);
+        assert_eq!(array_elements(b"-ERR x\r\n", &mut e), Err(ReplyError));
+        assert_eq!(integer(b":42\r\n"), Some(42));
+        assert_eq!(integer(b"+OK\r\n"), None);
+        assert!(
+            is_transient_error(b"-LOADING x\r\n")
+                && is_transient_error(b"-BUSY x\r\n")
+                && !is_transient_error(b"-BUSYKEY x\r\n")
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! Start-up and shutdown: bind every pool's listener (one `SO_REUSEPORT`
+//! socket per worker for TCP when there are several workers or the pool asks for
+//! `reuseport`; one shared unix listener), start the workers, then handle
+//! signals on the main thread until SIGINT/SIGTERM.
+
+use crate::cli::Options;
+use crate::conf::{Conf, Listen};
+use crate::log::Logger;
+use crate::net::{self, StdListener};
+use crate::worker::{self, PoolShared};
+use anyhow::Context;
+use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_util::sync::CancellationToken;
+
+/// Runs the proxy until SIGINT or SIGTERM.
+pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
+    let threads = opts.threads.max(1);
+    let pools: Vec<Arc<PoolShared>> = conf
+        .pools
+        .into_iter()
+        .map(|p| Arc::new(PoolShared::new(p)))
+        .collect();
+    // Bind everything before starting workers: a busy port fails start-up.
+    let mut per_worker: Vec<Vec<(Arc<PoolShared>, StdListener)>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for pool in &pools {
+        let c = &pool.conf;
+        let reuseport = c.reuseport || threads > 1;
+        let first = net::bind(&c.listen, c.backlog, reuseport)
+            .with_context(|| format!("pool '{}': bind to '{}' failed", c.name, c.listen_spec))?;
+        for (i, w) in per_worker.iter_mut().enumerate() {
+            let l = if i == 0 {
+                first.try_clone()?
+            } else if matches!(c.listen, Listen::Tcp { .. }) && reuseport {
+                net::bind(&c.listen, c.backlog, true).with_context(|| {
+                    format!("pool '{}': bind to '{}' failed", c.name, c.listen_spec)
+                })?
+            } else {
+                first.try_clone()?
+            };
+            w.push((pool.clone(), l));
+        }
+        tracing::info!(
+            "pool '{}' listening on {} ({} server(s), {})",
+            c.name,
+            c.listen_spec,
+            c.servers.len(),
+            if c.redis { "redis" } else { "memcache" }
+        );
+    }
+    let shutdown = CancellationToken::new();
+    let mut handles = Vec::with_capacity(threads);
+    for (i, listeners) in per_worker.into_iter().enumerate() {
+        let token = shutdown.clone();
+        let h = std::thread::Builder::new()
+            .name(format!("shardproxy-w{i}"))
+            .spawn(move || worker::run(listeners, token))
+            .context("starting a worker thread")?;
+        handles.push(h);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(signals(&logger, &shutdown))?;
+    shutdown.cancel();
+    for h in handles {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!("worker failed: {e}"),
+            Err(_) => tracing::error!("worker panicked"),
+        }
+    }
+    Ok(())
+}
+
+async fn signals(logger: &Logger, shutdown: &CancellationToken) -> anyhow::Result<()> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
+    let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU))?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
+    let mut usr2 = signal(SignalKind::user_defined2())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!("signal 1 (SIGHUP) received, reopening log file");
+                logger.reopen();
+            }
+            _ = ttin.recv() => {
+                tracing::info!("signal 21 (SIGTTIN) received, up logging level");
+                let n = logger.adjust(true);
+                tracing::info!("up log level to {n}");
+            }
+            _ = ttou.recv() => {
+                tracing::info!("signal 22 (SIGTTOU) received, down logging level");
+                let n = logger.adjust(false);
+                tracing::info!("down log level to {n}");
+            }
+            _ = usr1.recv() => tracing::info!("signal 10 (SIGUSR1) received"),
+            _ = usr2.recv() => tracing::info!("signal 12 (SIGUSR2) received"),
+            _ = int.recv() => {
+                tracing::info!("signal 2 (SIGINT) received, exiting");
+                break;
+            }
+            _ = term.recv() => {
+                tracing::info!("signal 15 (SIGTERM) received, exiting");
+                break;
+            }
+        }
+    }
+    let _ = shutdown;
+    Ok(())
+}

@@ -1,0 +1,298 @@
+//! Server connections: one task per backend connection, owned by a worker.
+//!
+//! Requests from every client of the worker are queued on a connection, written
+//! in batches with vectored writes, and matched to replies strictly FIFO. On a
+//! new connection the proxy first sends `AUTH` (if `redis_auth`) and then
+//! `SELECT` (if `redis_db` > 0), swallowing their replies — AUTH first, so both
+//! work together (nutcracker sends SELECT first and silently loses the db).
+//!
+//! Any failure (connect error, reset, EOF, unparsable reply, transient error,
+//! timeout) closes the connection and fails every request queued or in flight
+//! on it with one error each; the next request opens a new connection.
+
+use crate::conf::ServerAddr;
+use crate::msg::{ErrKind, Slot};
+use crate::net::{self, Stream};
+use crate::proto::redis::reply::{is_transient_error, scan_reply};
+use crate::proto::Scan;
+use bytes::{Bytes, BytesMut};
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::io::IoSlice;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// A request on its way to a backend.
+#[derive(Debug)]
+pub struct Outgoing {
+    pub data: Bytes,
+    /// `None` for requests whose reply is swallowed (AUTH/SELECT preamble).
+    pub slot: Option<Rc<Slot>>,
+    pub deadline: Option<Instant>,
+}
+
+/// What a server connection needs to know about its backend.
+#[derive(Debug)]
+pub struct Backend {
+    pub addr: ServerAddr,
+    pub name: String,
+    pub timeout: Option<Duration>,
+    /// Requests sent on every new connection before any other (AUTH, SELECT).
+    pub preamble: Vec<Bytes>,
+}
+
+/// The queue side of one backend connection.
+#[derive(Debug, Default)]
+pub struct ServerConn {
+    queue: RefCell<VecDeque<Outgoing>>,
+    notify: Notify,
+    alive: Cell<bool>,
+}
+
+impl ServerConn {
+    fn push(&self, out: Outgoing) {
+        self.queue.borrow_mut().push_back(out);
+        self.notify.notify_one();
+    }
+
+    fn fail_queue(&self, err: ErrKind) {
+        let drained: Vec<Outgoing> = self.queue.borrow_mut().drain(..).collect();
+        for o in drained {
+            if let Some(s) = o.slot {
+                s.fill(Err(err));
+            }
+        }
+    }
+}
+
+/// The connections of one worker to one server (at most `server_connections`),
+/// picked round-robin; a dead or missing one is (re)opened by the next request.
+#[derive(Debug)]
+pub struct ServerSlot {
+    backend: Rc<Backend>,
+    conns: RefCell<Vec<Option<Rc<ServerConn>>>>,
+    next: Cell<usize>,
+}
+
+impl ServerSlot {
+    pub fn new(backend: Backend, max_conns: u32) -> ServerSlot {
+        ServerSlot {
+            backend: Rc::new(backend),
+            conns: RefCell::new(vec![None; max_conns.max(1) as usize]),
+            next: Cell::new(0),
+        }
+    }
+
+    /// Queues a request that expects a reply in `slot`.
+    pub fn send(&self, data: Bytes, slot: Rc<Slot>) {
+        let deadline = self.backend.timeout.map(|t| Instant::now() + t);
+        self.conn().push(Outgoing {
+            data,
+            slot: Some(slot),
+            deadline,
+        });
+    }
+
+    /// Opens a connection now (`preconnect`).
+    pub fn preconnect(&self) {
+        let _ = self.conn();
+    }
+
+    fn conn(&self) -> Rc<ServerConn> {
+        let mut conns = self.conns.borrow_mut();
+        let i = self.next.get() % conns.len();
+        self.next.set(i + 1);
+        if let Some(c) = &conns[i] {
+            if c.alive.get() {
+                return c.clone();
+            }
+        }
+        let c = Rc::new(ServerConn::default());
+        c.alive.set(true);
+        let deadline = self.backend.timeout.map(|t| Instant::now() + t);
+        for p in &self.backend.preamble {
+            c.queue.borrow_mut().push_back(Outgoing {
+                data: p.clone(),
+                slot: None,
+                deadline,
+            });
+        }
+        conns[i] = Some(c.clone());
+        tokio::task::spawn_local(run(c.clone(), self.backend.clone()));
+        c
+    }
+}
+
+/// Most buffers handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
+    let connect = net::connect(&backend.addr);
+    let first_deadline = conn.queue.borrow().front().and_then(|o| o.deadline);
+    let stream = match first_deadline {
+        Some(d) => match tokio::time::timeout_at(d, connect).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
+        },
+        None => connect.await,
+    };
+    let err = match stream {
+        Ok(stream) => {
+            tracing::debug!("connected to server '{}'", backend.name);
+            let mut state = Conn {
+                stream,
+                inflight: VecDeque::new(),
+                sending: VecDeque::new(),
+                offset: 0,
+            };
+            state.serve(&conn).await
+        }
+        Err(e) => {
+            tracing::debug!("connect to server '{}' failed: {e}", backend.name);
+            (ErrKind::from_io(&e), Vec::new())
+        }
+    };
+    let (kind, inflight) = err;
+    conn.alive.set(false);
+    for slot in inflight.into_iter().flatten() {
+        slot.fill(Err(kind));
+    }
+    conn.fail_queue(kind);
+}
+
+struct Conn {
+    stream: Stream,
+    /// Requests written (or being written), awaiting replies, FIFO.
+    inflight: VecDeque<(Option<Rc<Slot>>, Option<Instant>)>,
+    /// Bytes still to write, and how much of the front is written.
+    sending: VecDeque<Bytes>,
+    offset: usize,
+}
+
+type Failure = (ErrKind, Vec<Option<Rc<Slot>>>);
+
+impl Conn {
+    fn fail(&mut self, kind: ErrKind) -> Failure {
+        (kind, self.inflight.drain(..).map(|(s, _)| s).collect())
+    }
+
+    async fn serve(&mut self, conn: &ServerConn) -> Failure {
+        let mut rbuf = BytesMut::with_capacity(16 * 1024);
+        let mut need = 0usize;
+        loop {
+            // Take everything queued: it is written in order, so replies match FIFO.
+            {
+                let mut q = conn.queue.borrow_mut();
+                while let Some(o) = q.pop_front() {
+                    self.inflight.push_back((o.slot, o.deadline));
+                    self.sending.push_back(o.data);
+                }
+            }
+            if let Err(e) = self.write() {
+                return self.fail(ErrKind::from_io(&e));
+            }
+            let deadline = self.inflight.iter().find_map(|(_, d)| *d);
+            tokio::select! {
+                biased;
+                r = self.stream.readable() => {
+                    if let Err(e) = r {
+                        return self.fail(ErrKind::from_io(&e));
+                    }
+                    if rbuf.capacity() - rbuf.len() < 4096 || need > rbuf.capacity() {
+                        rbuf.reserve(need.saturating_sub(rbuf.len()).max(16 * 1024));
+                    }
+                    match self.stream.try_read_buf(&mut rbuf) {
+                        Ok(0) => return self.fail(ErrKind::ServerEof),
+                        Ok(_) => {
+                            match self.replies(&mut rbuf) {
+                                Ok(n) => need = n,
+                                Err(kind) => return self.fail(kind),
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(e) => return self.fail(ErrKind::from_io(&e)),
+                    }
+                }
+                r = self.stream.writable(), if !self.sending.is_empty() => {
+                    if let Err(e) = r {
+                        return self.fail(ErrKind::from_io(&e));
+                    }
+                }
+                _ = conn.notify.notified() => {}
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    return self.fail(ErrKind::TimedOut);
+                }
+            }
+        }
+    }
+
+    /// Writes as much as the socket takes, without waiting.
+    fn write(&mut self) -> std::io::Result<()> {
+        while !self.sending.is_empty() {
+            let mut iov = [IoSlice::new(&[]); MAX_IOV];
+            let mut n = 0;
+            for (i, b) in self.sending.iter().take(MAX_IOV).enumerate() {
+                iov[i] = IoSlice::new(if i == 0 { &b[self.offset..] } else { b });
+                n += 1;
+            }
+            match self.stream.try_write_vectored(&iov[..n]) {
+                Ok(mut written) => {
+                    while written > 0 {
+                        let Some(front) = self.sending.front() else {
+                            break;
+                        };
+                        let left = front.len() - self.offset;
+                        if written >= left {
+                            written -= left;
+                            self.sending.pop_front();
+                            self.offset = 0;
+                        } else {
+                            self.offset += written;
+                            written = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Hands every complete reply in `rbuf` to its request. Returns the size
+    /// hint of the next, incomplete reply.
+    fn replies(&mut self, rbuf: &mut BytesMut) -> Result<usize, ErrKind> {
+        loop {
+            match scan_reply(rbuf) {
+                Ok(Scan::Complete(n)) => {
+                    let reply = rbuf.split_to(n).freeze();
+                    let Some((slot, _)) = self.inflight.pop_front() else {
+                        // A reply nobody asked for: the stream is out of sync.
+                        return Err(ErrKind::Invalid);
+                    };
+                    if is_transient_error(&reply) {
+                        // nutcracker (spec §5.3): not forwarded; the connection closes.
+                        if let Some(s) = slot {
+                            s.fill(Err(ErrKind::Invalid));
+                        }
+                        return Err(ErrKind::Invalid);
+                    }
+                    if let Some(s) = slot {
+                        s.fill(Ok(reply));
+                    }
+                }
+                Ok(Scan::Incomplete { hint }) => return Ok(hint),
+                Err(_) => return Err(ErrKind::Invalid),
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}

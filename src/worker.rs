@@ -1,0 +1,220 @@
+//! Worker threads: each runs a single-threaded tokio runtime that owns its
+//! listeners, its client connections and its own connections to every server.
+//! Nothing on the request path is shared between workers; what is process-wide
+//! (configuration, routing tables, client counts) is in [`PoolShared`].
+
+use crate::client;
+use crate::conf::{PoolConf, ServerConf};
+use crate::net::{StdListener, Stream};
+use crate::proto::redis::request::{put_array_header, put_bulk};
+use crate::route::Router;
+use crate::server::{Backend, ServerSlot};
+use bytes::Bytes;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// What every worker shares about a pool.
+#[derive(Debug)]
+pub struct PoolShared {
+    pub conf: PoolConf,
+    pub router: Router,
+    /// Open client connections, across workers (`client_connections`).
+    pub clients: AtomicU32,
+}
+
+impl PoolShared {
+    pub fn new(conf: PoolConf) -> PoolShared {
+        let router = Router::new(conf.distribution, conf.hash, conf.hash_tag, conf.nodes());
+        PoolShared {
+            conf,
+            router,
+            clients: AtomicU32::new(0),
+        }
+    }
+}
+
+/// A pool as one worker sees it: the shared part and this worker's servers.
+#[derive(Debug)]
+pub struct PoolLocal {
+    pub shared: Arc<PoolShared>,
+    pub servers: Vec<ServerSlot>,
+}
+
+fn command(args: &[&[u8]]) -> Bytes {
+    let mut out = Vec::new();
+    put_array_header(&mut out, args.len());
+    for a in args {
+        put_bulk(&mut out, a);
+    }
+    out.into()
+}
+
+fn backend(conf: &PoolConf, s: &ServerConf) -> Backend {
+    let mut preamble = Vec::new();
+    if conf.redis {
+        if let Some(pw) = &conf.redis_auth {
+            preamble.push(command(&[b"AUTH", pw.as_bytes()]));
+        }
+        if conf.redis_db > 0 {
+            preamble.push(command(&[
+                b"SELECT",
+                itoa::Buffer::new().format(conf.redis_db).as_bytes(),
+            ]));
+        }
+    }
+    Backend {
+        addr: s.addr.clone(),
+        name: s.name.clone(),
+        timeout: conf.timeout,
+        preamble,
+    }
+}
+
+const TOO_MANY: &[u8] = b"-ERR max number of clients reached\r\n";
+
+/// How long in-flight requests get to finish after SIGINT/SIGTERM.
+pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Runs one worker until `shutdown`, then drains its clients.
+pub fn run(
+    pools: Vec<(Arc<PoolShared>, StdListener)>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let tracker = TaskTracker::new();
+        for (shared, listener) in pools {
+            let servers = shared
+                .conf
+                .servers
+                .iter()
+                .map(|s| ServerSlot::new(backend(&shared.conf, s), shared.conf.server_connections))
+                .collect();
+            let pool = Rc::new(PoolLocal { shared, servers });
+            if pool.shared.conf.preconnect {
+                for s in &pool.servers {
+                    s.preconnect();
+                }
+            }
+            let listener = match Listener::new(listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(
+                        "pool '{}': cannot register listener: {e}",
+                        pool.shared.conf.name
+                    );
+                    continue;
+                }
+            };
+            tokio::task::spawn_local(accept_loop(
+                listener,
+                pool,
+                shutdown.clone(),
+                tracker.clone(),
+            ));
+        }
+        shutdown.cancelled().await;
+        tracker.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                "{} client connection(s) still busy after {:?}; closing them",
+                tracker.len(),
+                DRAIN_TIMEOUT
+            );
+        }
+    });
+    Ok(())
+}
+
+enum Listener {
+    Tcp(tokio::net::TcpListener),
+    Unix(tokio::net::UnixListener),
+}
+
+impl Listener {
+    fn new(l: StdListener) -> std::io::Result<Listener> {
+        Ok(match l {
+            StdListener::Tcp(l) => Listener::Tcp(tokio::net::TcpListener::from_std(l)?),
+            StdListener::Unix(l) => Listener::Unix(tokio::net::UnixListener::from_std(l)?),
+        })
+    }
+
+    async fn accept(&self) -> std::io::Result<Stream> {
+        match self {
+            Listener::Tcp(l) => {
+                let (s, _) = l.accept().await?;
+                s.set_nodelay(true)?;
+                Ok(Stream::Tcp(s))
+            }
+            Listener::Unix(l) => Ok(Stream::Unix(l.accept().await?.0)),
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: Listener,
+    pool: Rc<PoolLocal>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let stream = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => return,
+        };
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: back off briefly instead of spinning.
+                tracing::warn!("pool '{}': accept failed: {e}", pool.shared.conf.name);
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        if let Stream::Tcp(s) = &stream {
+            if pool.shared.conf.tcpkeepalive {
+                let _ = socket2::SockRef::from(s).set_keepalive(true);
+            }
+        }
+        let limit = pool.shared.conf.client_connections;
+        let n = pool.shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
+        let pool2 = pool.clone();
+        let shutdown2 = shutdown.clone();
+        tracker.spawn_local(async move {
+            if limit > 0 && n > limit {
+                refuse(stream).await;
+            } else {
+                client::serve(stream, pool2.clone(), shutdown2).await;
+            }
+            pool2.shared.clients.fetch_sub(1, Ordering::Relaxed);
+        });
+    }
+}
+
+/// Over `client_connections`: say why, then close.
+async fn refuse(stream: Stream) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let mut off = 0;
+        while off < TOO_MANY.len() {
+            if stream.writable().await.is_err() {
+                return;
+            }
+            match stream.try_write_vectored(&[std::io::IoSlice::new(&TOO_MANY[off..])]) {
+                Ok(n) => off += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) => return,
+            }
+        }
+    })
+    .await;
+}
