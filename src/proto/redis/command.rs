@@ -223,7 +223,7 @@ fn table() -> Vec<Command> {
     for name in ["eval", "evalsha"] {
         t.push(Command {
             keys: Keys::Eval,
-            ..fwd(name, AtLeast(3))
+            ..fwd(name, AtLeast(2))
         });
     }
     t.push(Command {

@@ -1,0 +1,302 @@
+//! Test support: real redis-server, memcached, nutcracker and shardproxy
+//! processes, each in its own temp dir on a free loopback port (never a fixed
+//! port: the machine is shared), started with retries on port collisions,
+//! killed on drop (and by the kernel if the test process dies), with their log
+//! printed when a test fails.
+#![allow(dead_code, unsafe_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running child process.
+pub struct Proc {
+    pub name: String,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    child: std::process::Child,
+    log: PathBuf,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            eprintln!(
+                "---- {} (port {}) log tail ----\n{tail}\n----",
+                self.name, self.port
+            );
+        }
+    }
+}
+
+impl Proc {
+    pub fn addr(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    /// Sends a signal to the process.
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.child.id() as i32, sig);
+        }
+    }
+    /// Waits for the process to exit; returns its status code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+/// A port that was free a moment ago (bind 127.0.0.1:0 and release).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or_else(|e| panic!("no free port: {e}"))
+}
+
+pub fn require(bin: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|p| {
+            std::env::split_paths(&p)
+                .chain([PathBuf::from("/usr/sbin")])
+                .any(|d| d.join(bin).exists())
+        })
+        .unwrap_or(false);
+    assert!(
+        found,
+        "{bin} is not installed: run scripts/test, which installs it"
+    );
+}
+
+fn wait_port(port: u16, child: &mut std::process::Child, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    while Instant::now() < end {
+        if let Ok(Some(_)) = child.try_wait() {
+            return false;
+        }
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// Starts `cmd(port, dir)` on a free port, retrying on collisions.
+pub fn start(name: &str, mut cmd: impl FnMut(u16, &std::path::Path) -> Command) -> Proc {
+    for _ in 0..8 {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
+        let port = free_port();
+        let log = dir.path().join("out.log");
+        let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
+        let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
+        let mut c = cmd(port, dir.path());
+        c.stdin(Stdio::null()).stdout(out).stderr(err);
+        unsafe {
+            c.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let mut child = c.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
+        if wait_port(port, &mut child, Duration::from_secs(10)) {
+            return Proc {
+                name: name.to_string(),
+                port,
+                dir,
+                child,
+                log,
+            };
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        eprintln!(
+            "{name} did not start on port {port}: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+    panic!("{name} could not be started");
+}
+
+pub fn redis() -> Proc {
+    redis_with(&[])
+}
+
+pub fn redis_with(extra: &[&str]) -> Proc {
+    require("redis-server");
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    start("redis-server", |port, dir| {
+        let mut c = Command::new("redis-server");
+        c.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        c.arg("--dir").arg(dir);
+        c.args(&extra);
+        c
+    })
+}
+
+pub fn memcached() -> Proc {
+    require("memcached");
+    start("memcached", |port, _| {
+        let mut c = Command::new("memcached");
+        c.args([
+            "-l",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-U",
+            "0",
+            "-u",
+            "root",
+            "-m",
+            "64",
+        ]);
+        c
+    })
+}
+
+/// A proxy configuration: `yaml(port)` renders it for the listen port.
+fn proxy(name: &str, bin: &str, yaml: &dyn Fn(u16) -> String, extra: &[&str]) -> Proc {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    start(name, |port, dir| {
+        let conf = dir.join("proxy.yml");
+        std::fs::write(&conf, yaml(port)).unwrap_or_else(|e| panic!("{e}"));
+        let mut c = Command::new(bin);
+        c.arg("-c")
+            .arg(&conf)
+            .args(["-s", &free_port().to_string(), "-a", "127.0.0.1"]);
+        c.args(&extra);
+        c
+    })
+}
+
+pub fn shardproxy(yaml: &dyn Fn(u16) -> String, extra: &[&str]) -> Proc {
+    proxy("shardproxy", env!("CARGO_BIN_EXE_shardproxy"), yaml, extra)
+}
+
+pub fn nutcracker(yaml: &dyn Fn(u16) -> String) -> Proc {
+    require("nutcracker");
+    proxy("nutcracker", "nutcracker", yaml, &[])
+}
+
+/// The `servers:` lines for backends.
+pub fn servers(backends: &[&Proc]) -> String {
+    backends
+        .iter()
+        .map(|b| format!("   - 127.0.0.1:{}:1\n", b.port))
+        .collect()
+}
+
+/// A raw connection that speaks bytes and reads whole RESP replies.
+pub struct Conn {
+    pub s: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    pub fn new(port: u16) -> Conn {
+        let s = TcpStream::connect(("127.0.0.1", port))
+            .unwrap_or_else(|e| panic!("connect {port}: {e}"));
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.set_nodelay(true).unwrap_or_else(|e| panic!("{e}"));
+        Conn { s, buf: Vec::new() }
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.s
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("write: {e}"));
+    }
+
+    /// Reads one complete RESP reply.
+    pub fn reply(&mut self) -> Vec<u8> {
+        use shardproxy::proto::redis::reply::scan_reply;
+        use shardproxy::proto::Scan;
+        loop {
+            if let Ok(Scan::Complete(n)) = scan_reply(&self.buf) {
+                return self.buf.drain(..n).collect();
+            }
+            let mut chunk = vec![0u8; 64 * 1024];
+            let n = self.s.read(&mut chunk).unwrap_or_else(|e| {
+                panic!("read: {e}; have {:?}", String::from_utf8_lossy(&self.buf))
+            });
+            assert!(
+                n > 0,
+                "connection closed; have {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Sends a command (RESP) and reads its reply.
+    pub fn cmd(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.send(&resp(args));
+        self.reply()
+    }
+
+    /// True once the peer has closed the connection (EOF), within the read timeout.
+    pub fn closed(&mut self) -> bool {
+        let mut b = [0u8; 1];
+        matches!(self.s.read(&mut b), Ok(0))
+    }
+}
+
+/// RESP encoding of a command.
+pub fn resp(args: &[&[u8]]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        out.extend_from_slice(a);
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Runs a binary with args; returns (exit code, stderr).
+pub fn run(bin: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(bin)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{bin}: {e}"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
