@@ -110,3 +110,64 @@ pub async fn connect(addr: &ServerAddr) -> io::Result<Stream> {
         ServerAddr::Unix { path } => Ok(Stream::Unix(tokio::net::UnixStream::connect(path).await?)),
     }
 }
+
+/// Buffers waiting to be written, in order, with vectored writes.
+#[derive(Debug, Default)]
+pub struct WriteQueue {
+    bufs: std::collections::VecDeque<bytes::Bytes>,
+    /// How much of the front buffer is already written.
+    offset: usize,
+    /// Unwritten bytes in total.
+    len: usize,
+}
+
+/// Most buffers handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+impl WriteQueue {
+    pub fn push(&mut self, b: bytes::Bytes) {
+        self.len += b.len();
+        self.bufs.push_back(b);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bufs.is_empty()
+    }
+
+    /// Unwritten bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Writes as much as the socket takes now; `Ok` also when it would block.
+    pub fn write_to(&mut self, stream: &Stream) -> io::Result<()> {
+        while !self.bufs.is_empty() {
+            let mut iov = [io::IoSlice::new(&[]); MAX_IOV];
+            let n = self.bufs.len().min(MAX_IOV);
+            for (i, b) in self.bufs.iter().take(n).enumerate() {
+                iov[i] = io::IoSlice::new(if i == 0 { &b[self.offset..] } else { b });
+            }
+            let mut written = match stream.try_write_vectored(&iov[..n]) {
+                Ok(w) => w,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) => return Err(e),
+            };
+            self.len -= written;
+            while written > 0 {
+                let Some(front) = self.bufs.front() else {
+                    break;
+                };
+                let left = front.len() - self.offset;
+                if written >= left {
+                    written -= left;
+                    self.bufs.pop_front();
+                    self.offset = 0;
+                } else {
+                    self.offset += written;
+                    written = 0;
+                }
+            }
+        }
+        Ok(())
+    }
+}

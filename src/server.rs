@@ -12,13 +12,12 @@
 
 use crate::conf::ServerAddr;
 use crate::msg::{ErrKind, Slot};
-use crate::net::{self, Stream};
+use crate::net::{self, Stream, WriteQueue};
 use crate::proto::redis::reply::{is_transient_error, scan_reply};
 use crate::proto::Scan;
 use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::rc::Rc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -125,9 +124,6 @@ impl ServerSlot {
     }
 }
 
-/// Most buffers handed to one `writev`.
-const MAX_IOV: usize = 64;
-
 async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
     let connect = net::connect(&backend.addr);
     let first_deadline = conn.queue.borrow().front().and_then(|o| o.deadline);
@@ -144,8 +140,7 @@ async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
             let mut state = Conn {
                 stream,
                 inflight: VecDeque::new(),
-                sending: VecDeque::new(),
-                offset: 0,
+                sending: WriteQueue::default(),
             };
             state.serve(&conn).await
         }
@@ -166,9 +161,8 @@ struct Conn {
     stream: Stream,
     /// Requests written (or being written), awaiting replies, FIFO.
     inflight: VecDeque<(Option<Rc<Slot>>, Option<Instant>)>,
-    /// Bytes still to write, and how much of the front is written.
-    sending: VecDeque<Bytes>,
-    offset: usize,
+    /// Bytes still to write.
+    sending: WriteQueue,
 }
 
 type Failure = (ErrKind, Vec<Option<Rc<Slot>>>);
@@ -187,10 +181,10 @@ impl Conn {
                 let mut q = conn.queue.borrow_mut();
                 while let Some(o) = q.pop_front() {
                     self.inflight.push_back((o.slot, o.deadline));
-                    self.sending.push_back(o.data);
+                    self.sending.push(o.data);
                 }
             }
-            if let Err(e) = self.write() {
+            if let Err(e) = self.sending.write_to(&self.stream) {
                 return self.fail(ErrKind::from_io(&e));
             }
             let deadline = self.inflight.iter().find_map(|(_, d)| *d);
@@ -226,39 +220,6 @@ impl Conn {
                 }
             }
         }
-    }
-
-    /// Writes as much as the socket takes, without waiting.
-    fn write(&mut self) -> std::io::Result<()> {
-        while !self.sending.is_empty() {
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let mut n = 0;
-            for (i, b) in self.sending.iter().take(MAX_IOV).enumerate() {
-                iov[i] = IoSlice::new(if i == 0 { &b[self.offset..] } else { b });
-                n += 1;
-            }
-            match self.stream.try_write_vectored(&iov[..n]) {
-                Ok(mut written) => {
-                    while written > 0 {
-                        let Some(front) = self.sending.front() else {
-                            break;
-                        };
-                        let left = front.len() - self.offset;
-                        if written >= left {
-                            written -= left;
-                            self.sending.pop_front();
-                            self.offset = 0;
-                        } else {
-                            self.offset += written;
-                            written = 0;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(())
     }
 
     /// Hands every complete reply in `rbuf` to its request. Returns the size

@@ -11,11 +11,10 @@
 pub mod redis;
 
 use crate::msg::Slot;
-use crate::net::Stream;
+use crate::net::{Stream, WriteQueue};
 use crate::worker::PoolLocal;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
-use std::io::IoSlice;
 use std::rc::Rc;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -24,8 +23,6 @@ use tokio_util::sync::CancellationToken;
 const MAX_PENDING: usize = 16 * 1024;
 /// Reply bytes a client may have unwritten before we stop reading from it.
 const MAX_UNWRITTEN: usize = 64 * 1024 * 1024;
-/// Most buffers handed to one `writev`.
-const MAX_IOV: usize = 64;
 
 /// One reply owed to the client, in request order.
 #[derive(Debug)]
@@ -64,9 +61,7 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut need = 0usize;
-    let mut out: VecDeque<Bytes> = VecDeque::new();
-    let mut out_bytes = 0usize;
-    let mut offset = 0usize;
+    let mut out = WriteQueue::default();
     let mut eof = false;
     loop {
         if !s.closing {
@@ -86,41 +81,17 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
             };
             let Some(bytes) = ready else { break };
             s.pending.pop_front();
-            out_bytes += bytes.len();
-            out.push_back(bytes);
+            out.push(bytes);
         }
         // Write without waiting.
-        while !out.is_empty() {
-            let mut iov = [IoSlice::new(&[]); MAX_IOV];
-            let n = out.len().min(MAX_IOV);
-            for (i, b) in out.iter().take(n).enumerate() {
-                iov[i] = IoSlice::new(if i == 0 { &b[offset..] } else { b });
-            }
-            match stream.try_write_vectored(&iov[..n]) {
-                Ok(mut written) => {
-                    out_bytes -= written;
-                    while written > 0 {
-                        let Some(front) = out.front() else { break };
-                        let left = front.len() - offset;
-                        if written >= left {
-                            written -= left;
-                            out.pop_front();
-                            offset = 0;
-                        } else {
-                            offset += written;
-                            written = 0;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(_) => return,
-            }
+        if out.write_to(&stream).is_err() {
+            return;
         }
         if out.is_empty() && (close_now || ((eof || s.closing) && s.pending.is_empty())) {
             return;
         }
         let can_read =
-            !eof && !s.closing && s.pending.len() < MAX_PENDING && out_bytes < MAX_UNWRITTEN;
+            !eof && !s.closing && s.pending.len() < MAX_PENDING && out.len() < MAX_UNWRITTEN;
         let waiting = !s.pending.is_empty();
         tokio::select! {
             r = stream.readable(), if can_read => {
