@@ -27,10 +27,22 @@
 //!   the worker are pipelined onto that connection and written with vectored
 //!   writes; replies are matched strictly FIFO and dropped into the slots.
 //! * The client keeps an in-order queue of slots and writes each reply as soon as
-//!   every earlier one is written. Multi-key commands (MGET, DEL, MSET, …) become
-//!   one fragment per server and are coalesced in key order, in linear time.
+//!   every earlier one is written. Multi-key commands (MGET, DEL, MSET, …,
+//!   memcache `get`/`gets`/`gat`/`gats`) become one fragment per server and are
+//!   merged in key order, in linear time ([`client::frag`]).
 //!
 //! The server side never imports the client side; both share only [`msg`].
+//!
+//! ## Two protocols, one engine
+//!
+//! Redis and memcache differ only where bytes are interpreted: the request and
+//! reply scanners ([`proto::redis`], [`proto::memcache`]), the client-side
+//! handler that turns a scanned request into forwards and local answers
+//! ([`client::redis`], [`client::memcache`]) and the merge of fragments.
+//! Everything else — routing, server connections, FIFO matching, timeouts,
+//! in-order replies, backpressure — is the same code, selected by
+//! [`msg::Protocol`]. memcache `noreply` requests are queued with no reply
+//! expected, so they never time out and never desynchronise the FIFO.
 //!
 //! ## Threading
 //!

@@ -62,6 +62,45 @@ impl ErrKind {
     pub fn redis_reply(self) -> Bytes {
         Bytes::from(format!("-ERR {}\r\n", self.text()))
     }
+
+    /// The memcache error reply for this error.
+    pub fn memcache_reply(self) -> Bytes {
+        Bytes::from(format!("SERVER_ERROR {}\r\n", self.text()))
+    }
+}
+
+/// A pool's wire protocol. Everything else (routing, server connections,
+/// ordering, backpressure) is shared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Redis,
+    Memcache,
+}
+
+impl Protocol {
+    pub fn of(redis: bool) -> Protocol {
+        if redis {
+            Protocol::Redis
+        } else {
+            Protocol::Memcache
+        }
+    }
+
+    /// The proxy's own error reply.
+    pub fn error_reply(self, e: ErrKind) -> Bytes {
+        match self {
+            Protocol::Redis => e.redis_reply(),
+            Protocol::Memcache => e.memcache_reply(),
+        }
+    }
+
+    /// The client's reply for a forwarded request's outcome.
+    pub fn outcome_reply(self, o: Outcome) -> Bytes {
+        match o {
+            Ok(b) => b,
+            Err(e) => self.error_reply(e),
+        }
+    }
 }
 
 /// The outcome of a forwarded request: the backend's raw reply, or an error.

@@ -16,12 +16,6 @@ use tokio_util::sync::CancellationToken;
 /// Runs the proxy until SIGINT or SIGTERM.
 pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
     let threads = opts.threads.max(1);
-    if let Some(p) = conf.pools.iter().find(|p| !p.redis) {
-        anyhow::bail!(
-            "pool '{}' is a memcache pool (redis: false): this build serves redis pools only; the memcache data path is not implemented yet",
-            p.name
-        );
-    }
     let pools: Vec<Arc<PoolShared>> = conf
         .pools
         .into_iter()

@@ -11,8 +11,9 @@
 //! on it with one error each; the next request opens a new connection.
 
 use crate::conf::ServerAddr;
-use crate::msg::{ErrKind, Slot};
+use crate::msg::{ErrKind, Protocol, Slot};
 use crate::net::{self, Stream, WriteQueue};
+use crate::proto::memcache;
 use crate::proto::redis::reply::{is_transient_error, scan_reply};
 use crate::proto::Scan;
 use bytes::{Bytes, BytesMut};
@@ -23,18 +24,29 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+/// Where a request's reply goes.
+#[derive(Debug)]
+pub enum ReplyTo {
+    /// To the client that sent it.
+    Slot(Rc<Slot>),
+    /// Nowhere: read and dropped (the AUTH/SELECT preamble).
+    Swallow,
+    /// There is none (memcache `noreply`).
+    Nothing,
+}
+
 /// A request on its way to a backend.
 #[derive(Debug)]
 pub struct Outgoing {
     pub data: Bytes,
-    /// `None` for requests whose reply is swallowed (AUTH/SELECT preamble).
-    pub slot: Option<Rc<Slot>>,
+    pub reply: ReplyTo,
     pub deadline: Option<Instant>,
 }
 
 /// What a server connection needs to know about its backend.
 #[derive(Debug)]
 pub struct Backend {
+    pub proto: Protocol,
     pub addr: ServerAddr,
     pub name: String,
     pub timeout: Option<Duration>,
@@ -59,7 +71,7 @@ impl ServerConn {
     fn fail_queue(&self, err: ErrKind) {
         let drained: Vec<Outgoing> = self.queue.borrow_mut().drain(..).collect();
         for o in drained {
-            if let Some(s) = o.slot {
+            if let ReplyTo::Slot(s) = o.reply {
                 s.fill(Err(err));
             }
         }
@@ -89,8 +101,18 @@ impl ServerSlot {
         let deadline = self.backend.timeout.map(|t| Instant::now() + t);
         self.conn().push(Outgoing {
             data,
-            slot: Some(slot),
+            reply: ReplyTo::Slot(slot),
             deadline,
+        });
+    }
+
+    /// Queues a request that gets no reply (memcache `noreply`): it never
+    /// times out (spec §7.2).
+    pub fn send_noreply(&self, data: Bytes) {
+        self.conn().push(Outgoing {
+            data,
+            reply: ReplyTo::Nothing,
+            deadline: None,
         });
     }
 
@@ -114,7 +136,7 @@ impl ServerSlot {
         for p in &self.backend.preamble {
             c.queue.borrow_mut().push_back(Outgoing {
                 data: p.clone(),
-                slot: None,
+                reply: ReplyTo::Swallow,
                 deadline,
             });
         }
@@ -142,7 +164,7 @@ async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
                 inflight: VecDeque::new(),
                 sending: WriteQueue::default(),
             };
-            state.serve(&conn).await
+            state.serve(&conn, backend.proto).await
         }
         Err(e) => {
             tracing::debug!("connect to server '{}' failed: {e}", backend.name);
@@ -172,7 +194,7 @@ impl Conn {
         (kind, self.inflight.drain(..).map(|(s, _)| s).collect())
     }
 
-    async fn serve(&mut self, conn: &ServerConn) -> Failure {
+    async fn serve(&mut self, conn: &ServerConn, proto: Protocol) -> Failure {
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         let mut need = 0usize;
         loop {
@@ -180,7 +202,11 @@ impl Conn {
             {
                 let mut q = conn.queue.borrow_mut();
                 while let Some(o) = q.pop_front() {
-                    self.inflight.push_back((o.slot, o.deadline));
+                    match o.reply {
+                        ReplyTo::Slot(s) => self.inflight.push_back((Some(s), o.deadline)),
+                        ReplyTo::Swallow => self.inflight.push_back((None, o.deadline)),
+                        ReplyTo::Nothing => {}
+                    }
                     self.sending.push(o.data);
                 }
             }
@@ -200,7 +226,7 @@ impl Conn {
                     match self.stream.try_read_buf(&mut rbuf) {
                         Ok(0) => return self.fail(ErrKind::ServerEof),
                         Ok(_) => {
-                            match self.replies(&mut rbuf) {
+                            match self.replies(&mut rbuf, proto) {
                                 Ok(n) => need = n,
                                 Err(kind) => return self.fail(kind),
                             }
@@ -224,16 +250,20 @@ impl Conn {
 
     /// Hands every complete reply in `rbuf` to its request. Returns the size
     /// hint of the next, incomplete reply.
-    fn replies(&mut self, rbuf: &mut BytesMut) -> Result<usize, ErrKind> {
+    fn replies(&mut self, rbuf: &mut BytesMut, proto: Protocol) -> Result<usize, ErrKind> {
         loop {
-            match scan_reply(rbuf) {
+            let scanned = match proto {
+                Protocol::Redis => scan_reply(rbuf).map_err(|_| ErrKind::Invalid),
+                Protocol::Memcache => memcache::scan_reply(rbuf).map_err(|_| ErrKind::Invalid),
+            };
+            match scanned {
                 Ok(Scan::Complete(n)) => {
                     let reply = rbuf.split_to(n).freeze();
                     let Some((slot, _)) = self.inflight.pop_front() else {
                         // A reply nobody asked for: the stream is out of sync.
                         return Err(ErrKind::Invalid);
                     };
-                    if is_transient_error(&reply) {
+                    if proto == Protocol::Redis && is_transient_error(&reply) {
                         // nutcracker (spec §5.3): not forwarded; the connection closes.
                         if let Some(s) = slot {
                             s.fill(Err(ErrKind::Invalid));
@@ -245,7 +275,7 @@ impl Conn {
                     }
                 }
                 Ok(Scan::Incomplete { hint }) => return Ok(hint),
-                Err(_) => return Err(ErrKind::Invalid),
+                Err(kind) => return Err(kind),
             }
         }
     }

@@ -67,6 +67,7 @@ fn backend(conf: &PoolConf, s: &ServerConf) -> Backend {
         }
     }
     Backend {
+        proto: crate::msg::Protocol::of(conf.redis),
         addr: s.addr.clone(),
         name: s.name.clone(),
         timeout: conf.timeout,

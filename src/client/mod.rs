@@ -8,9 +8,11 @@
 //! back-pressured instead of growing memory), writes every ready reply at the
 //! front with vectored writes, and sleeps until the socket or a slot wakes it.
 
+pub mod frag;
+pub mod memcache;
 pub mod redis;
 
-use crate::msg::Slot;
+use crate::msg::{Protocol, Slot};
 use crate::net::{Stream, WriteQueue};
 use crate::worker::PoolLocal;
 use bytes::{Bytes, BytesMut};
@@ -32,7 +34,7 @@ pub enum Pending {
     /// Forwarded: the backend's reply (or an error) lands in the slot.
     Wait(Rc<Slot>),
     /// Fragmented across servers: coalesced when every part is done.
-    Frags(Box<redis::Frags>),
+    Frags(Box<frag::Frags>),
     /// Close the connection once every earlier reply is written (QUIT).
     Close,
 }
@@ -41,23 +43,49 @@ pub enum Pending {
 #[derive(Debug)]
 pub struct Session {
     pub pool: Rc<PoolLocal>,
+    pub proto: Protocol,
     pub waker: Rc<Notify>,
     pub pending: VecDeque<Pending>,
     pub authenticated: bool,
     /// Set when the connection must close after the queued replies (QUIT, a
     /// framing error).
     pub closing: bool,
+    /// memcache: bytes of a malformed request still to discard as they arrive.
+    pub swallow: usize,
+    /// memcache: then discard through the next newline (a bad data block).
+    pub swallow_line: bool,
+}
+
+/// A printable, bounded rendering of a client-supplied name for error replies.
+pub fn printable(b: &[u8]) -> String {
+    b.iter()
+        .take(64)
+        .map(|&c| if c.is_ascii_graphic() { c as char } else { '?' })
+        .collect()
+}
+
+/// The error text for a key whose token names no server of a `server_name` pool.
+pub fn unroutable(s: &Session, key: &[u8]) -> String {
+    format!(
+        "no server named '{}' in pool '{}'",
+        printable(crate::route::server_token(&s.pool.shared.conf, key)),
+        s.pool.shared.conf.name
+    )
 }
 
 /// Serves one client connection until it closes.
 pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationToken) {
     let authenticated = pool.shared.conf.redis_auth.is_none();
+    let proto = Protocol::of(pool.shared.conf.redis);
     let mut s = Session {
         pool,
+        proto,
         waker: Rc::new(Notify::new()),
         pending: VecDeque::new(),
         authenticated,
         closing: false,
+        swallow: 0,
+        swallow_line: false,
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut need = 0usize;
@@ -65,14 +93,17 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
     let mut eof = false;
     loop {
         if !s.closing {
-            need = redis::handle_requests(&mut s, &mut rbuf);
+            need = match proto {
+                Protocol::Redis => redis::handle_requests(&mut s, &mut rbuf),
+                Protocol::Memcache => memcache::handle_requests(&mut s, &mut rbuf),
+            };
         }
         // Move every ready reply at the front of the queue to the output.
         let mut close_now = false;
         while let Some(front) = s.pending.front_mut() {
             let ready = match front {
                 Pending::Ready(b) => Some(std::mem::take(b)),
-                Pending::Wait(slot) => slot.take().map(redis::outcome_reply),
+                Pending::Wait(slot) => slot.take().map(|o| proto.outcome_reply(o)),
                 Pending::Frags(f) => f.is_done().then(|| f.coalesce()),
                 Pending::Close => {
                     close_now = true;

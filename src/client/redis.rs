@@ -6,16 +6,16 @@
 //! the connection stays open with every earlier reply delivered; only a framing
 //! error (the byte stream cannot be resynchronised) closes it, after an error.
 
-use super::{Pending, Session};
+use super::frag::{plan, send_parts, Merge};
+use super::{printable, unroutable, Pending, Session};
 use crate::dist::NoServer;
-use crate::msg::{ErrKind, Outcome, Slot};
+use crate::msg::{ErrKind, Slot};
 use crate::proto::redis::reply::{array_elements, integer};
 use crate::proto::redis::request::{is_inline, put_array_header, put_bulk};
 use crate::proto::redis::{lookup, scan_request, Fragment, Keys, Limits, Local};
 use crate::proto::Scan;
 use bytes::{Bytes, BytesMut};
 use std::ops::Range;
-use std::rc::Rc;
 
 const PONG: &[u8] = b"+PONG\r\n";
 const OK: &[u8] = b"+OK\r\n";
@@ -54,14 +54,6 @@ fn ready(s: &mut Session, bytes: impl Into<Bytes>) {
 
 fn error(s: &mut Session, msg: &str) {
     ready(s, format!("-ERR {msg}\r\n"));
-}
-
-/// A printable, bounded rendering of a client-supplied name for error replies.
-fn printable(b: &[u8]) -> String {
-    b.iter()
-        .take(64)
-        .map(|&c| if c.is_ascii_graphic() { c as char } else { '?' })
-        .collect()
 }
 
 fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
@@ -201,14 +193,8 @@ fn route_error(s: &mut Session, key: &[u8], e: NoServer) {
     match e {
         NoServer::AllEjected => ready(s, ErrKind::Refused.redis_reply()),
         NoServer::Unroutable => {
-            let pool = s.pool.shared.conf.name.clone();
-            error(
-                s,
-                &format!(
-                    "no server named '{}' in pool '{pool}'",
-                    printable(crate::route::server_token(&s.pool.shared.conf, key))
-                ),
-            );
+            let msg = unroutable(s, key);
+            error(s, &msg);
         }
     }
 }
@@ -224,16 +210,6 @@ fn forward(s: &mut Session, key: &[u8], wire: Bytes) {
     }
 }
 
-/// A multi-key command split across servers.
-#[derive(Debug)]
-pub struct Frags {
-    kind: Fragment,
-    /// One slot per involved server.
-    parts: Vec<Rc<Slot>>,
-    /// For each key (in request order), the index of its part.
-    order: Vec<u32>,
-}
-
 fn fragment(
     s: &mut Session,
     name: &str,
@@ -242,111 +218,75 @@ fn fragment(
     keys: &[Range<usize>],
     step: usize,
 ) {
-    let nservers = s.pool.servers.len();
-    // Per server: its part index (u32::MAX = not involved yet), linear in keys.
-    let mut part_of = vec![u32::MAX; nservers];
-    let mut bodies: Vec<(usize, Vec<u8>, usize)> = Vec::new();
-    let mut order = Vec::with_capacity(keys.len() / step);
-    for pair in keys.chunks(step) {
-        let key = &req[pair[0].clone()];
-        let idx = match s.pool.shared.router.dispatch(key) {
-            Ok(i) => i,
-            Err(e) => return route_error(s, key, e),
-        };
-        if part_of[idx] == u32::MAX {
-            part_of[idx] = bodies.len() as u32;
-            bodies.push((idx, Vec::new(), 0));
-        }
-        let part = &mut bodies[part_of[idx] as usize];
-        for a in pair {
-            put_bulk(&mut part.1, &req[a.clone()]);
-        }
-        part.2 += 1;
-        order.push(part_of[idx]);
-    }
-    let mut parts = Vec::with_capacity(bodies.len());
-    for (idx, body, nkeys) in bodies {
-        let mut wire = Vec::with_capacity(body.len() + 32);
-        put_array_header(&mut wire, 1 + nkeys * step);
+    let groups = keys.chunks(step);
+    let plan = match plan(
+        &s.pool.shared.router,
+        s.pool.servers.len(),
+        groups.map(|g| &req[g[0].clone()]),
+    ) {
+        Ok(p) => p,
+        Err((key, e)) => return route_error(s, key, e),
+    };
+    send_parts(s, plan, Merge::Redis(kind), |members| {
+        let mut wire = Vec::with_capacity(32 + members.len() * 32);
+        put_array_header(&mut wire, 1 + members.len() * step);
         put_bulk(&mut wire, name.as_bytes());
-        wire.extend_from_slice(&body);
-        let slot = Slot::new(s.waker.clone());
-        s.pool.servers[idx].send(wire.into(), slot.clone());
-        parts.push(slot);
-    }
-    s.pending
-        .push_back(Pending::Frags(Box::new(Frags { kind, parts, order })));
+        for &m in members {
+            for a in &keys[m as usize * step..(m as usize + 1) * step] {
+                put_bulk(&mut wire, &req[a.clone()]);
+            }
+        }
+        wire.into()
+    });
 }
 
-impl Frags {
-    pub fn is_done(&self) -> bool {
-        self.parts.iter().all(|p| p.is_done())
+/// Merges the parts' replies of a fragmented command (every part answered).
+pub fn merge(kind: Fragment, replies: &[Bytes], order: &[u32]) -> Bytes {
+    // A backend error reply (e.g. -NOAUTH, -READONLY) is passed on as is.
+    if let Some(e) = replies.iter().find(|r| r.first() == Some(&b'-')) {
+        return e.clone();
     }
-
-    /// The client's reply, built from every part's reply.
-    pub fn coalesce(&mut self) -> Bytes {
-        let mut replies = Vec::with_capacity(self.parts.len());
-        for p in &self.parts {
-            match p.take() {
-                Some(Ok(r)) => replies.push(r),
-                Some(Err(e)) => return e.redis_reply(),
-                None => return ErrKind::Io.redis_reply(),
+    match kind {
+        Fragment::Sum => {
+            let mut sum = 0i64;
+            for r in replies {
+                match integer(r) {
+                    Some(n) => sum += n,
+                    None => return ErrKind::Invalid.redis_reply(),
+                }
+            }
+            Bytes::from(format!(":{sum}\r\n"))
+        }
+        Fragment::Mset => {
+            if replies.iter().all(|r| &r[..] == OK) {
+                Bytes::from_static(OK)
+            } else {
+                ErrKind::Invalid.redis_reply()
             }
         }
-        // A backend error reply (e.g. -NOAUTH, -READONLY) is passed on as is.
-        if let Some(e) = replies.iter().find(|r| r.first() == Some(&b'-')) {
-            return e.clone();
+        Fragment::Mget | Fragment::No => {
+            let mut elems: Vec<Vec<Range<usize>>> = Vec::with_capacity(replies.len());
+            let mut size = 16;
+            for r in replies {
+                let mut e = Vec::new();
+                if array_elements(r, &mut e).is_err() {
+                    return ErrKind::Invalid.redis_reply();
+                }
+                size += r.len();
+                elems.push(e);
+            }
+            let mut cursor = vec![0usize; replies.len()];
+            let mut out = Vec::with_capacity(size);
+            put_array_header(&mut out, order.len());
+            for &p in order {
+                let p = p as usize;
+                match elems[p].get(cursor[p]) {
+                    Some(range) => out.extend_from_slice(&replies[p][range.clone()]),
+                    None => return ErrKind::Invalid.redis_reply(),
+                }
+                cursor[p] += 1;
+            }
+            out.into()
         }
-        match self.kind {
-            Fragment::Sum => {
-                let mut sum = 0i64;
-                for r in &replies {
-                    match integer(r) {
-                        Some(n) => sum += n,
-                        None => return ErrKind::Invalid.redis_reply(),
-                    }
-                }
-                Bytes::from(format!(":{sum}\r\n"))
-            }
-            Fragment::Mset => {
-                if replies.iter().all(|r| &r[..] == OK) {
-                    Bytes::from_static(OK)
-                } else {
-                    ErrKind::Invalid.redis_reply()
-                }
-            }
-            Fragment::Mget | Fragment::No => {
-                let mut elems: Vec<Vec<Range<usize>>> = Vec::with_capacity(replies.len());
-                let mut size = 16;
-                for r in &replies {
-                    let mut e = Vec::new();
-                    if array_elements(r, &mut e).is_err() {
-                        return ErrKind::Invalid.redis_reply();
-                    }
-                    size += r.len();
-                    elems.push(e);
-                }
-                let mut cursor = vec![0usize; replies.len()];
-                let mut out = Vec::with_capacity(size);
-                put_array_header(&mut out, self.order.len());
-                for &p in &self.order {
-                    let p = p as usize;
-                    match elems[p].get(cursor[p]) {
-                        Some(range) => out.extend_from_slice(&replies[p][range.clone()]),
-                        None => return ErrKind::Invalid.redis_reply(),
-                    }
-                    cursor[p] += 1;
-                }
-                out.into()
-            }
-        }
-    }
-}
-
-/// The reply for a forwarded request's outcome.
-pub fn outcome_reply(o: Outcome) -> Bytes {
-    match o {
-        Ok(b) => b,
-        Err(e) => e.redis_reply(),
     }
 }

@@ -5,6 +5,7 @@
 //! printed when a test fails.
 #![allow(dead_code, unsafe_code)]
 
+use shardproxy::proto::Scan;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::process::CommandExt;
@@ -15,6 +16,7 @@ use std::time::{Duration, Instant};
 /// A running child process.
 pub struct Proc {
     pub name: String,
+    pub host: String,
     pub port: u16,
     pub dir: tempfile::TempDir,
     child: std::process::Child,
@@ -46,7 +48,7 @@ impl Drop for Proc {
 
 impl Proc {
     pub fn addr(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("{}:{}", self.host, self.port)
     }
     pub fn pid(&self) -> u32 {
         self.child.id()
@@ -95,13 +97,13 @@ pub fn require(bin: &str) {
     );
 }
 
-fn wait_port(port: u16, child: &mut std::process::Child, within: Duration) -> bool {
+fn wait_port(host: &str, port: u16, child: &mut std::process::Child, within: Duration) -> bool {
     let end = Instant::now() + within;
     while Instant::now() < end {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+        if TcpStream::connect((host, port)).is_ok() {
             return true;
         }
         std::thread::sleep(Duration::from_millis(10));
@@ -111,13 +113,27 @@ fn wait_port(port: u16, child: &mut std::process::Child, within: Duration) -> bo
 
 /// Starts `cmd(port, dir)` on a free port, retrying on collisions.
 pub fn start(name: &str, mut cmd: impl FnMut(u16, &std::path::Path) -> Command) -> Proc {
+    start_on(
+        name,
+        || ("127.0.0.1".to_string(), free_port()),
+        |_, port, dir| cmd(port, dir),
+    )
+}
+
+/// Starts `cmd(host, port, dir)` at the address `pick()` chooses, retrying with
+/// a new pick on collisions.
+pub fn start_on(
+    name: &str,
+    mut pick: impl FnMut() -> (String, u16),
+    mut cmd: impl FnMut(&str, u16, &std::path::Path) -> Command,
+) -> Proc {
     for _ in 0..8 {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("tempdir: {e}"));
-        let port = free_port();
+        let (host, port) = pick();
         let log = dir.path().join("out.log");
         let out = std::fs::File::create(&log).unwrap_or_else(|e| panic!("{e}"));
         let err = out.try_clone().unwrap_or_else(|e| panic!("{e}"));
-        let mut c = cmd(port, dir.path());
+        let mut c = cmd(&host, port, dir.path());
         c.stdin(Stdio::null()).stdout(out).stderr(err);
         unsafe {
             c.pre_exec(|| {
@@ -126,9 +142,10 @@ pub fn start(name: &str, mut cmd: impl FnMut(u16, &std::path::Path) -> Command) 
             });
         }
         let mut child = c.spawn().unwrap_or_else(|e| panic!("starting {name}: {e}"));
-        if wait_port(port, &mut child, Duration::from_secs(10)) {
+        if wait_port(&host, port, &mut child, Duration::from_secs(10)) {
             return Proc {
                 name: name.to_string(),
+                host,
                 port,
                 dir,
                 child,
@@ -171,12 +188,39 @@ pub fn redis_with(extra: &[&str]) -> Proc {
 }
 
 pub fn memcached() -> Proc {
+    memcached_with(&[])
+}
+
+pub fn memcached_with(extra: &[&str]) -> Proc {
+    memcached_on(|| ("127.0.0.1".to_string(), free_port()), extra)
+}
+
+/// A memcached on port 11211 (nutcracker names such servers by host alone),
+/// on a random loopback address so that it cannot collide with a real one.
+pub fn memcached_11211() -> Proc {
+    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    memcached_on(
+        move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let b = x.to_le_bytes();
+            (format!("127.{}.{}.{}", b[0], b[1], 2 + b[2] % 250), 11211)
+        },
+        &[],
+    )
+}
+
+fn memcached_on(pick: impl FnMut() -> (String, u16), extra: &[&str]) -> Proc {
     require("memcached");
-    start("memcached", |port, _| {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    start_on("memcached", pick, |host, port, _| {
         let mut c = Command::new("memcached");
+        c.args(&extra);
         c.args([
             "-l",
-            "127.0.0.1",
+            host,
             "-p",
             &port.to_string(),
             "-U",
@@ -228,6 +272,12 @@ pub struct Conn {
     buf: Vec<u8>,
 }
 
+impl From<TcpStream> for Conn {
+    fn from(s: TcpStream) -> Conn {
+        Conn { s, buf: Vec::new() }
+    }
+}
+
 impl Conn {
     pub fn new(port: u16) -> Conn {
         let s = TcpStream::connect(("127.0.0.1", port))
@@ -244,13 +294,16 @@ impl Conn {
             .unwrap_or_else(|e| panic!("write: {e}"));
     }
 
-    /// Reads one complete RESP reply.
-    pub fn reply(&mut self) -> Vec<u8> {
-        use shardproxy::proto::redis::reply::scan_reply;
-        use shardproxy::proto::Scan;
+    /// Reads until `scan` finds one complete reply at the start of the buffer.
+    fn read_reply(&mut self, what: &str, scan: impl Fn(&[u8]) -> Result<Scan, ()>) -> Vec<u8> {
         loop {
-            if let Ok(Scan::Complete(n)) = scan_reply(&self.buf) {
-                return self.buf.drain(..n).collect();
+            match scan(&self.buf) {
+                Ok(Scan::Complete(n)) => return self.buf.drain(..n).collect(),
+                Err(()) => panic!(
+                    "not a {what} reply: {:?}",
+                    String::from_utf8_lossy(&self.buf)
+                ),
+                Ok(Scan::Incomplete { .. }) => {}
             }
             let mut chunk = vec![0u8; 64 * 1024];
             let n = self.s.read(&mut chunk).unwrap_or_else(|e| {
@@ -262,6 +315,48 @@ impl Conn {
                 String::from_utf8_lossy(&self.buf)
             );
             self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads one complete RESP reply.
+    pub fn reply(&mut self) -> Vec<u8> {
+        self.read_reply("RESP", |b| {
+            shardproxy::proto::redis::reply::scan_reply(b).map_err(|_| ())
+        })
+    }
+
+    /// Reads one complete memcache reply.
+    pub fn mc_reply(&mut self) -> Vec<u8> {
+        self.read_reply("memcache", |b| {
+            shardproxy::proto::memcache::scan_reply(b).map_err(|_| ())
+        })
+    }
+
+    /// Sends a memcache request and reads its reply.
+    pub fn mc(&mut self, req: &[u8]) -> Vec<u8> {
+        self.send(req);
+        self.mc_reply()
+    }
+
+    /// True when nothing at all arrives for `d` (a `noreply` request).
+    pub fn silent_for(&mut self, d: Duration) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        self.s
+            .set_read_timeout(Some(d))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut b = [0u8; 64];
+        let r = self.s.read(&mut b);
+        self.s
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        match r {
+            Ok(n) => {
+                self.buf.extend_from_slice(&b[..n]);
+                false
+            }
+            Err(_) => true,
         }
     }
 

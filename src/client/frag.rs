@@ -1,0 +1,112 @@
+//! Multi-key requests split across servers, for both protocols: group the keys
+//! per server (linear in the number of keys), send one part per server, and
+//! when every part has answered, merge the replies in the original key order.
+//! The protocol modules build the parts' wire format and do the merging.
+
+use super::{Pending, Session};
+use crate::dist::NoServer;
+use crate::msg::{ErrKind, Protocol, Slot};
+use crate::route::Router;
+use bytes::Bytes;
+use std::ops::Range;
+use std::rc::Rc;
+
+/// The keys of a request grouped per server.
+#[derive(Debug, Default)]
+pub struct Plan {
+    /// Per part: the server and the indices of its keys, in request order.
+    pub parts: Vec<(usize, Vec<u32>)>,
+    /// For each key (in request order), the index of its part.
+    pub order: Vec<u32>,
+}
+
+/// Routes every key; `Err` names the first key that has no server.
+pub fn plan<'k>(
+    router: &Router,
+    nservers: usize,
+    keys: impl ExactSizeIterator<Item = &'k [u8]>,
+) -> Result<Plan, (&'k [u8], NoServer)> {
+    let mut part_of = vec![u32::MAX; nservers];
+    let mut plan = Plan {
+        parts: Vec::new(),
+        order: Vec::with_capacity(keys.len()),
+    };
+    for (i, key) in keys.enumerate() {
+        let idx = router.dispatch(key).map_err(|e| (key, e))?;
+        if part_of[idx] == u32::MAX {
+            part_of[idx] = plan.parts.len() as u32;
+            plan.parts.push((idx, Vec::new()));
+        }
+        let p = part_of[idx];
+        plan.parts[p as usize].1.push(i as u32);
+        plan.order.push(p);
+    }
+    Ok(plan)
+}
+
+/// Sends one part per server (its wire format built by `wire` from the part's
+/// key indices) and queues the request's merged reply on the client.
+pub fn send_parts(
+    s: &mut Session,
+    plan: Plan,
+    merge: Merge,
+    mut wire: impl FnMut(&[u32]) -> Bytes,
+) {
+    let mut parts = Vec::with_capacity(plan.parts.len());
+    for (idx, members) in &plan.parts {
+        let slot = Slot::new(s.waker.clone());
+        s.pool.servers[*idx].send(wire(members), slot.clone());
+        parts.push(slot);
+    }
+    s.pending.push_back(Pending::Frags(Box::new(Frags {
+        parts,
+        order: plan.order,
+        merge,
+    })));
+}
+
+/// How the parts' replies become the client's reply.
+#[derive(Debug)]
+pub enum Merge {
+    /// A redis multi-key command.
+    Redis(crate::proto::redis::Fragment),
+    /// A memcache retrieval: the request and its keys, to match `VALUE` blocks.
+    Memcache { req: Bytes, keys: Vec<Range<usize>> },
+}
+
+/// A request split across servers, waiting for its parts.
+#[derive(Debug)]
+pub struct Frags {
+    pub parts: Vec<Rc<Slot>>,
+    pub order: Vec<u32>,
+    pub merge: Merge,
+}
+
+impl Frags {
+    pub fn is_done(&self) -> bool {
+        self.parts.iter().all(|p| p.is_done())
+    }
+
+    /// The client's reply, built from every part's reply. A part that failed
+    /// fails the whole request (one error reply; the connection stays open).
+    pub fn coalesce(&mut self) -> Bytes {
+        let proto = match self.merge {
+            Merge::Redis(_) => Protocol::Redis,
+            Merge::Memcache { .. } => Protocol::Memcache,
+        };
+        let mut replies = Vec::with_capacity(self.parts.len());
+        for p in &self.parts {
+            match p.take() {
+                Some(Ok(r)) => replies.push(r),
+                Some(Err(e)) => return proto.error_reply(e),
+                None => return proto.error_reply(ErrKind::Io),
+            }
+        }
+        match &self.merge {
+            Merge::Redis(kind) => super::redis::merge(*kind, &replies, &self.order),
+            Merge::Memcache { req, keys } => {
+                super::memcache::merge(req, keys, &replies, &self.order)
+            }
+        }
+    }
+}

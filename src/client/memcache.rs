@@ -1,0 +1,226 @@
+//! The memcache side of a client: scan ASCII requests, answer what the proxy
+//! owns (`version`, `verbosity`, `quit`), route the rest by key, split
+//! multi-key retrievals (`get gets gat gats`) per server and merge the
+//! `VALUE` blocks back in key order.
+//!
+//! Unlike nutcracker, a malformed request is answered (`ERROR`,
+//! `CLIENT_ERROR …`) and the connection stays open whenever the stream is still
+//! in sync; `noreply` requests produce no output at all, errors included, as
+//! memcached does.
+
+use super::frag::{plan, send_parts, Merge};
+use super::{unroutable, Pending, Session};
+use crate::dist::NoServer;
+use crate::msg::{ErrKind, Slot};
+use crate::proto::memcache::{scan_request, values, Command, Limits, Request, Skip, Value};
+use crate::proto::Scan;
+use bytes::{Buf, Bytes, BytesMut};
+use std::ops::Range;
+
+const VERSION: &str = concat!("VERSION shardproxy-", env!("CARGO_PKG_VERSION"), "\r\n");
+
+/// Scans and handles every complete request in `rbuf`; returns the size hint of
+/// the next incomplete one.
+pub fn handle_requests(s: &mut Session, rbuf: &mut BytesMut) -> usize {
+    let limits = Limits::default();
+    let mut req = Request::default();
+    while !s.closing {
+        // Discard what an earlier malformed request still spans.
+        if s.swallow > 0 {
+            let n = s.swallow.min(rbuf.len());
+            rbuf.advance(n);
+            s.swallow -= n;
+            if s.swallow > 0 {
+                return 0;
+            }
+        }
+        if s.swallow_line {
+            match memchr::memchr(b'\n', rbuf) {
+                Some(i) => {
+                    rbuf.advance(i + 1);
+                    s.swallow_line = false;
+                }
+                None => {
+                    rbuf.clear();
+                    return 0;
+                }
+            }
+        }
+        match scan_request(rbuf, &limits, &mut req) {
+            Ok(Scan::Complete(n)) => {
+                let bytes = rbuf.split_to(n).freeze();
+                handle(s, bytes, &req);
+            }
+            Ok(Scan::Incomplete { hint }) => return hint,
+            Err(m) => {
+                if !m.noreply {
+                    ready(s, format!("{}\r\n", m.reply));
+                }
+                match m.skip {
+                    Skip::Bytes(n) => s.swallow = n,
+                    Skip::BytesThenLine(n) => {
+                        s.swallow = n;
+                        s.swallow_line = true;
+                    }
+                    Skip::Close => {
+                        s.closing = true;
+                        rbuf.clear();
+                    }
+                }
+            }
+        }
+    }
+    0
+}
+
+fn ready(s: &mut Session, bytes: impl Into<Bytes>) {
+    s.pending.push_back(Pending::Ready(bytes.into()));
+}
+
+fn handle(s: &mut Session, req: Bytes, r: &Request) {
+    let keys = r.keys();
+    match r.cmd {
+        Command::Quit => {
+            s.pending.push_back(Pending::Close);
+            s.closing = true;
+        }
+        Command::Version => ready(s, VERSION),
+        Command::Verbosity => {
+            if !r.noreply {
+                ready(s, &b"OK\r\n"[..]);
+            }
+        }
+        cmd if cmd.is_retrieval() && keys.len() > 1 => fragment(s, cmd, &req, r),
+        _ => {
+            let key = &req[keys[0].clone()];
+            match s.pool.shared.router.dispatch(key) {
+                Ok(idx) if r.noreply => s.pool.servers[idx].send_noreply(req.clone()),
+                Ok(idx) => {
+                    let slot = Slot::new(s.waker.clone());
+                    s.pool.servers[idx].send(req.clone(), slot.clone());
+                    s.pending.push_back(Pending::Wait(slot));
+                }
+                Err(_) if r.noreply => {}
+                Err(e) => route_error(s, key, e),
+            }
+        }
+    }
+}
+
+fn route_error(s: &mut Session, key: &[u8], e: NoServer) {
+    match e {
+        NoServer::AllEjected => ready(s, ErrKind::Refused.memcache_reply()),
+        NoServer::Unroutable => {
+            let msg = format!("SERVER_ERROR {}\r\n", unroutable(s, key));
+            ready(s, msg);
+        }
+    }
+}
+
+fn fragment(s: &mut Session, cmd: Command, req: &Bytes, r: &Request) {
+    let keys = r.keys();
+    let plan = match plan(
+        &s.pool.shared.router,
+        s.pool.servers.len(),
+        keys.iter().map(|k| &req[k.clone()]),
+    ) {
+        Ok(p) => p,
+        Err((key, e)) => return route_error(s, key, e),
+    };
+    let mut head = Vec::with_capacity(32);
+    head.extend_from_slice(cmd.name().as_bytes());
+    if matches!(cmd, Command::Gat | Command::Gats) {
+        head.push(b' ');
+        head.extend_from_slice(&req[r.exptime.clone()]);
+    }
+    let merge = Merge::Memcache {
+        req: req.clone(),
+        keys: keys.to_vec(),
+    };
+    send_parts(s, plan, merge, |members| {
+        let mut wire = Vec::with_capacity(head.len() + 2 + members.len() * 16);
+        wire.extend_from_slice(&head);
+        for &m in members {
+            wire.push(b' ');
+            wire.extend_from_slice(&req[keys[m as usize].clone()]);
+        }
+        wire.extend_from_slice(b"\r\n");
+        wire.into()
+    });
+}
+
+/// Merges the parts' replies of a split retrieval: for each key in request
+/// order, the next `VALUE` block its server returned for it (misses contribute
+/// nothing; duplicated keys give duplicated blocks), then one `END`. A part
+/// that answered with an error line makes that line the whole reply.
+pub fn merge(req: &[u8], keys: &[Range<usize>], replies: &[Bytes], order: &[u32]) -> Bytes {
+    let mut blocks: Vec<Vec<Value>> = Vec::with_capacity(replies.len());
+    let mut size = 5;
+    for r in replies {
+        let mut v = Vec::new();
+        if values(r, &mut v).is_err() {
+            let error_line = r.starts_with(b"SERVER_ERROR")
+                || r.starts_with(b"CLIENT_ERROR")
+                || &r[..] == b"ERROR\r\n";
+            return if error_line {
+                r.clone()
+            } else {
+                ErrKind::Invalid.memcache_reply()
+            };
+        }
+        size += r.len();
+        blocks.push(v);
+    }
+    let mut cursor = vec![0usize; replies.len()];
+    let mut out = Vec::with_capacity(size);
+    for (k, &p) in keys.iter().zip(order) {
+        let p = p as usize;
+        let key = &req[k.clone()];
+        if let Some(v) = blocks[p].get(cursor[p]) {
+            if &replies[p][v.key.clone()] == key {
+                out.extend_from_slice(&replies[p][v.block.clone()]);
+                cursor[p] += 1;
+            }
+        }
+    }
+    out.extend_from_slice(b"END\r\n");
+    out.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn merge_in_key_order_with_duplicates_and_misses() {
+        // get a b c nosuch a  — a, nosuch on part 0; b, c on part 1.
+        let req = b"get a b c nosuch a\r\n";
+        let keys = vec![4..5, 6..7, 8..9, 10..16, 17..18];
+        let order = [0, 1, 1, 0, 0];
+        let replies = [
+            Bytes::from_static(b"VALUE a 0 1\r\n1\r\nVALUE a 0 1\r\n1\r\nEND\r\n"),
+            Bytes::from_static(b"VALUE b 0 1\r\n2\r\nVALUE c 0 1\r\n3\r\nEND\r\n"),
+        ];
+        let out = merge(req, &keys, &replies, &order);
+        assert_eq!(
+            &out[..],
+            b"VALUE a 0 1\r\n1\r\nVALUE b 0 1\r\n2\r\nVALUE c 0 1\r\n3\r\nVALUE a 0 1\r\n1\r\nEND\r\n"
+        );
+        let failed = [
+            Bytes::from_static(b"SERVER_ERROR out of memory\r\n"),
+            Bytes::from_static(b"END\r\n"),
+        ];
+        assert_eq!(
+            &merge(req, &keys, &failed, &order)[..],
+            b"SERVER_ERROR out of memory\r\n"
+        );
+        let odd = [
+            Bytes::from_static(b"STORED\r\n"),
+            Bytes::from_static(b"END\r\n"),
+        ];
+        assert_eq!(
+            &merge(req, &keys, &odd, &order)[..],
+            b"SERVER_ERROR Invalid argument\r\n"
+        );
+    }
+}

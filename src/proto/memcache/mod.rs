@@ -1,0 +1,7 @@
+//! memcache ASCII request and reply scanning.
+
+pub mod reply;
+pub mod request;
+
+pub use reply::{scan_reply, values, BadReply, Value};
+pub use request::{scan_request, Command, Limits, Malformed, Request, Skip};
