@@ -50,8 +50,18 @@ pub struct Backend {
     pub addr: ServerAddr,
     pub name: String,
     pub timeout: Option<Duration>,
-    /// Requests sent on every new connection before any other (AUTH, SELECT).
-    pub preamble: Vec<Bytes>,
+    /// Requests sent on every new connection before any other (AUTH, SELECT),
+    /// per [`Dialect`].
+    pub preamble: [Vec<Bytes>; 2],
+}
+
+/// Which set of connections to a server a request uses. Redis clients that
+/// switched to RESP3 (`HELLO 3`) need backend connections that speak RESP3;
+/// everyone else shares the plain ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Plain = 0,
+    Resp3 = 1,
 }
 
 /// The queue side of one backend connection.
@@ -78,28 +88,43 @@ impl ServerConn {
     }
 }
 
-/// The connections of one worker to one server (at most `server_connections`),
-/// picked round-robin; a dead or missing one is (re)opened by the next request.
+/// Up to `server_connections` connections, picked round-robin.
 #[derive(Debug)]
-pub struct ServerSlot {
-    backend: Rc<Backend>,
+struct ConnSet {
     conns: RefCell<Vec<Option<Rc<ServerConn>>>>,
     next: Cell<usize>,
 }
 
+/// The connections of one worker to one server (at most `server_connections`
+/// per dialect), picked round-robin; a dead or missing one is (re)opened by the
+/// next request.
+#[derive(Debug)]
+pub struct ServerSlot {
+    backend: Rc<Backend>,
+    sets: [ConnSet; 2],
+}
+
 impl ServerSlot {
     pub fn new(backend: Backend, max_conns: u32) -> ServerSlot {
-        ServerSlot {
-            backend: Rc::new(backend),
+        let set = || ConnSet {
             conns: RefCell::new(vec![None; max_conns.max(1) as usize]),
             next: Cell::new(0),
+        };
+        ServerSlot {
+            backend: Rc::new(backend),
+            sets: [set(), set()],
         }
     }
 
     /// Queues a request that expects a reply in `slot`.
     pub fn send(&self, data: Bytes, slot: Rc<Slot>) {
+        self.send_in(Dialect::Plain, data, slot);
+    }
+
+    /// Queues a request on a connection of the given dialect.
+    pub fn send_in(&self, dialect: Dialect, data: Bytes, slot: Rc<Slot>) {
         let deadline = self.backend.timeout.map(|t| Instant::now() + t);
-        self.conn().push(Outgoing {
+        self.conn(dialect).push(Outgoing {
             data,
             reply: ReplyTo::Slot(slot),
             deadline,
@@ -109,7 +134,7 @@ impl ServerSlot {
     /// Queues a request that gets no reply (memcache `noreply`): it never
     /// times out (spec §7.2).
     pub fn send_noreply(&self, data: Bytes) {
-        self.conn().push(Outgoing {
+        self.conn(Dialect::Plain).push(Outgoing {
             data,
             reply: ReplyTo::Nothing,
             deadline: None,
@@ -118,13 +143,14 @@ impl ServerSlot {
 
     /// Opens a connection now (`preconnect`).
     pub fn preconnect(&self) {
-        let _ = self.conn();
+        let _ = self.conn(Dialect::Plain);
     }
 
-    fn conn(&self) -> Rc<ServerConn> {
-        let mut conns = self.conns.borrow_mut();
-        let i = self.next.get() % conns.len();
-        self.next.set(i + 1);
+    fn conn(&self, dialect: Dialect) -> Rc<ServerConn> {
+        let set = &self.sets[dialect as usize];
+        let mut conns = set.conns.borrow_mut();
+        let i = set.next.get() % conns.len();
+        set.next.set(i + 1);
         if let Some(c) = &conns[i] {
             if c.alive.get() {
                 return c.clone();
@@ -133,7 +159,7 @@ impl ServerSlot {
         let c = Rc::new(ServerConn::default());
         c.alive.set(true);
         let deadline = self.backend.timeout.map(|t| Instant::now() + t);
-        for p in &self.backend.preamble {
+        for p in &self.backend.preamble[dialect as usize] {
             c.queue.borrow_mut().push_back(Outgoing {
                 data: p.clone(),
                 reply: ReplyTo::Swallow,

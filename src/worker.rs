@@ -8,7 +8,7 @@ use crate::conf::{PoolConf, ServerConf};
 use crate::net::{StdListener, Stream};
 use crate::proto::redis::request::{put_array_header, put_bulk};
 use crate::route::Router;
-use crate::server::{Backend, ServerSlot};
+use crate::server::{Backend, Dialect, ServerSlot};
 use bytes::Bytes;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -54,16 +54,21 @@ fn command(args: &[&[u8]]) -> Bytes {
 }
 
 fn backend(conf: &PoolConf, s: &ServerConf) -> Backend {
-    let mut preamble = Vec::new();
+    let mut preamble = [Vec::new(), Vec::new()];
     if conf.redis {
-        if let Some(pw) = &conf.redis_auth {
-            preamble.push(command(&[b"AUTH", pw.as_bytes()]));
-        }
-        if conf.redis_db > 0 {
-            preamble.push(command(&[
-                b"SELECT",
-                itoa::Buffer::new().format(conf.redis_db).as_bytes(),
-            ]));
+        for (dialect, p) in preamble.iter_mut().enumerate() {
+            if let Some(pw) = &conf.redis_auth {
+                p.push(command(&[b"AUTH", pw.as_bytes()]));
+            }
+            if dialect == Dialect::Resp3 as usize {
+                p.push(command(&[b"HELLO", b"3"]));
+            }
+            if conf.redis_db > 0 {
+                p.push(command(&[
+                    b"SELECT",
+                    itoa::Buffer::new().format(conf.redis_db).as_bytes(),
+                ]));
+            }
         }
     }
     Backend {

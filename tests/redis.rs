@@ -58,6 +58,7 @@ fn local_commands_and_errors_keep_the_connection() {
     let p = shardproxy(&pool(&[&a, &b, &c], ""), &[]);
     let mut k = Conn::new(p.port);
     // Pipelined: every reply arrives, in order, the errors included.
+    // (HELLO 4: no such protocol.)
     let mut wire = resp(&[b"SET", b"k", b"1"]);
     wire.extend(resp(&[b"KEYS", b"*"]));
     wire.extend(resp(&[b"GET"]));
@@ -68,7 +69,7 @@ fn local_commands_and_errors_keep_the_connection() {
     wire.extend(resp(&[b"SELECT", b"0"]));
     wire.extend(resp(&[b"SELECT", b"1"]));
     wire.extend(resp(&[b"CLIENT", b"SETNAME", b"x"]));
-    wire.extend(resp(&[b"HELLO", b"3"]));
+    wire.extend(resp(&[b"HELLO", b"4"]));
     wire.extend(resp(&[b"AUTH", b"x"]));
     wire.extend(resp(&[b"EVAL", b"return 1", b"0"]));
     k.send(&wire);
@@ -354,4 +355,44 @@ fn server_name_routing_by_prefix_and_tag() {
         b"-ERR no server named 'r7' in pool 'named'\r\n"
     );
     assert_eq!(k.cmd(&[b"PING"]), b"+PONG\r\n");
+}
+
+#[test]
+fn hello_3_switches_the_client_to_resp3() {
+    let (a, b, c) = three();
+    let p = shardproxy(
+        &pool(&[&a, &b, &c], "  hash: murmur\n  redis_auth: pw\n"),
+        &[],
+    );
+    let mut k = Conn::new(p.port);
+    assert!(k.cmd(&[b"HELLO", b"3"]).starts_with(b"-NOAUTH"));
+    assert!(k
+        .cmd(&[b"HELLO", b"3", b"AUTH", b"default", b"bad"])
+        .starts_with(b"-WRONGPASS"));
+    let hello = k.cmd(&[b"HELLO", b"3", b"AUTH", b"default", b"pw", b"SETNAME", b"n"]);
+    assert!(hello.starts_with(b"%7\r\n$6\r\nserver\r\n"), "{hello:?}");
+    assert!(hello.windows(15).any(|w| w == b"$5\r\nproto\r\n:3\r\n"));
+    // Replies keep their RESP3 types, across fragments too.
+    assert_eq!(k.cmd(&[b"HSET", b"h", b"f", b"v"]), b":1\r\n");
+    assert_eq!(k.cmd(&[b"HGETALL", b"h"]), b"%1\r\n$1\r\nf\r\n$1\r\nv\r\n");
+    assert_eq!(k.cmd(&[b"GET", b"nosuch"]), b"_\r\n");
+    assert_eq!(
+        k.cmd(&[b"MSET", b"a", b"1", b"b", b"2", b"c", b"3"]),
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        k.cmd(&[b"MGET", b"a", b"nosuch", b"b", b"c", b"x"]),
+        b"*5\r\n$1\r\n1\r\n_\r\n$1\r\n2\r\n$1\r\n3\r\n_\r\n"
+    );
+    // A plain client of the same pool still gets RESP2.
+    let mut old = Conn::new(p.port);
+    assert_eq!(old.cmd(&[b"AUTH", b"pw"]), b"+OK\r\n");
+    assert_eq!(
+        old.cmd(&[b"HGETALL", b"h"]),
+        b"*2\r\n$1\r\nf\r\n$1\r\nv\r\n"
+    );
+    assert_eq!(old.cmd(&[b"GET", b"nosuch"]), b"$-1\r\n");
+    // HELLO 2 switches back.
+    assert!(k.cmd(&[b"HELLO", b"2"]).starts_with(b"*14\r\n"));
+    assert_eq!(k.cmd(&[b"GET", b"nosuch"]), b"$-1\r\n");
 }

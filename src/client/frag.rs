@@ -55,7 +55,7 @@ pub fn send_parts(
     let mut parts = Vec::with_capacity(plan.parts.len());
     for (idx, members) in &plan.parts {
         let slot = Slot::new(s.waker.clone());
-        s.pool.servers[*idx].send(wire(members), slot.clone());
+        s.pool.servers[*idx].send_in(s.dialect, wire(members), slot.clone());
         parts.push(slot);
     }
     s.pending.push_back(Pending::Frags(Box::new(Frags {

@@ -14,6 +14,7 @@ pub mod redis;
 
 use crate::msg::{Protocol, Slot};
 use crate::net::{Stream, WriteQueue};
+use crate::server::Dialect;
 use crate::worker::PoolLocal;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -44,6 +45,9 @@ pub enum Pending {
 pub struct Session {
     pub pool: Rc<PoolLocal>,
     pub proto: Protocol,
+    /// Which backend connections this client's requests use (RESP3 after
+    /// `HELLO 3`).
+    pub dialect: Dialect,
     pub waker: Rc<Notify>,
     pub pending: VecDeque<Pending>,
     pub authenticated: bool,
@@ -80,6 +84,7 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
     let mut s = Session {
         pool,
         proto,
+        dialect: Dialect::Plain,
         waker: Rc::new(Notify::new()),
         pending: VecDeque::new(),
         authenticated,

@@ -14,6 +14,7 @@ use crate::proto::redis::reply::{array_elements, integer};
 use crate::proto::redis::request::{is_inline, put_array_header, put_bulk};
 use crate::proto::redis::{lookup, scan_request, Fragment, Keys, Limits, Local};
 use crate::proto::Scan;
+use crate::server::Dialect;
 use bytes::{Bytes, BytesMut};
 use std::ops::Range;
 
@@ -73,7 +74,12 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
         );
         return;
     }
-    if !s.authenticated && !matches!(cmd.local, Some(Local::Auth) | Some(Local::Quit)) {
+    if !s.authenticated
+        && !matches!(
+            cmd.local,
+            Some(Local::Auth) | Some(Local::Quit) | Some(Local::Hello)
+        )
+    {
         ready(s, NOAUTH);
         return;
     }
@@ -168,8 +174,84 @@ fn answer(s: &mut Session, local: Local, req: &Bytes, args: &[Range<usize>]) {
                 );
             }
         }
-        Local::Hello => ready(s, &b"-NOPROTO unsupported protocol version\r\n"[..]),
+        Local::Hello => hello(s, req, args),
     }
+}
+
+/// `HELLO [protover [AUTH username password] [SETNAME name]]`: switches the
+/// client between RESP2 and RESP3 (its requests then use RESP3 backend
+/// connections, so replies keep their RESP3 types), authenticating on the way.
+fn hello(s: &mut Session, req: &Bytes, args: &[Range<usize>]) {
+    let arg = |i: usize| &req[args[i].clone()];
+    let mut dialect = s.dialect;
+    if args.len() > 1 {
+        dialect = match arg(1) {
+            b"2" => Dialect::Plain,
+            b"3" => Dialect::Resp3,
+            _ => return ready(s, &b"-NOPROTO unsupported protocol version\r\n"[..]),
+        };
+    }
+    let mut i = 2;
+    let mut password = None;
+    while i < args.len() {
+        let opt = arg(i).to_ascii_lowercase();
+        if opt == b"auth" && i + 2 < args.len() {
+            password = Some(arg(i + 2));
+            i += 3;
+        } else if opt == b"setname" && i + 1 < args.len() {
+            i += 2;
+        } else {
+            return error(
+                s,
+                &format!("Syntax error in HELLO option '{}'", printable(arg(i))),
+            );
+        }
+    }
+    if let (Some(p), Some(want)) = (password, &s.pool.shared.conf.redis_auth) {
+        if !constant_time_eq(want.as_bytes(), p) {
+            return ready(
+                s,
+                &b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"[..],
+            );
+        }
+        s.authenticated = true;
+    }
+    if !s.authenticated {
+        return ready(s, &b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"[..]);
+    }
+    s.dialect = dialect;
+    let proto: &[u8] = if dialect == Dialect::Resp3 {
+        b"3"
+    } else {
+        b"2"
+    };
+    let fields: [(&[u8], &[u8]); 6] = [
+        (b"server", b"shardproxy"),
+        (b"version", env!("CARGO_PKG_VERSION").as_bytes()),
+        (b"proto", proto),
+        (b"id", b"0"),
+        (b"mode", b"standalone"),
+        (b"role", b"master"),
+    ];
+    let mut out = Vec::with_capacity(192);
+    if dialect == Dialect::Resp3 {
+        out.extend_from_slice(b"%7\r\n");
+    } else {
+        put_array_header(&mut out, 14);
+    }
+    for (k, v) in fields {
+        put_bulk(&mut out, k);
+        if k == b"proto" || k == b"id" {
+            out.push(b':');
+            out.extend_from_slice(v);
+            out.extend_from_slice(b"\r\n");
+        } else {
+            put_bulk(&mut out, v);
+        }
+    }
+    put_bulk(&mut out, b"modules");
+    out.extend_from_slice(b"*0\r\n");
+    ready(s, out);
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -203,7 +285,7 @@ fn forward(s: &mut Session, key: &[u8], wire: Bytes) {
     match s.pool.shared.router.dispatch(key) {
         Ok(idx) => {
             let slot = Slot::new(s.waker.clone());
-            s.pool.servers[idx].send(wire, slot.clone());
+            s.pool.servers[idx].send_in(s.dialect, wire, slot.clone());
             s.pending.push_back(Pending::Wait(slot));
         }
         Err(e) => route_error(s, key, e),

@@ -1,10 +1,13 @@
-//! The RESP2 reply scanner (backend side). Iterative: nested arrays only add to
-//! a count of elements still to read, so a hostile depth costs no memory.
+//! The RESP reply scanner (backend side), RESP2 and RESP3. Iterative: nested
+//! aggregates only add to a count of elements still to read, so a hostile depth
+//! costs no memory. RESP3 push messages (`>`) are refused at the top level: they
+//! answer no request, so they would break FIFO matching (the proxy forwards no
+//! command that enables them).
 
 use super::super::Scan;
 use std::ops::Range;
 
-/// A reply the proxy cannot understand (RESP3 types, garbage): the server
+/// A reply the proxy cannot understand (garbage, an unsolicited push): the server
 /// connection is closed and its requests fail with "Invalid argument".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReplyError;
@@ -34,6 +37,18 @@ fn signed(digits: &[u8]) -> Result<i64, ReplyError> {
     Ok(if neg { -n } else { n })
 }
 
+/// An integer (`:`) or a big number (`(`, any count of digits).
+fn number_line(line: &[u8], kind: u8) -> Result<(), ReplyError> {
+    if kind == b':' {
+        return signed(line).map(|_| ());
+    }
+    let d = line.strip_prefix(b"-").unwrap_or(line);
+    if d.is_empty() || !d.iter().all(u8::is_ascii_digit) {
+        return Err(ReplyError);
+    }
+    Ok(())
+}
+
 /// Scans one complete reply at the start of `buf`.
 pub fn scan_reply(buf: &[u8]) -> Result<Scan, ReplyError> {
     let mut pos = 0;
@@ -51,10 +66,21 @@ pub fn scan_reply(buf: &[u8]) -> Result<Scan, ReplyError> {
         todo -= 1;
         match kind {
             b'+' | b'-' => {}
-            b':' => {
-                signed(&buf[pos + 1..end])?;
+            b':' | b'(' => {
+                number_line(&buf[pos + 1..end], kind)?;
             }
-            b'$' => {
+            b',' => {}
+            b'#' => {
+                if !matches!(&buf[pos + 1..end], b"t" | b"f") {
+                    return Err(ReplyError);
+                }
+            }
+            b'_' => {
+                if end != pos + 1 {
+                    return Err(ReplyError);
+                }
+            }
+            b'$' | b'!' | b'=' => {
                 let n = signed(&buf[pos + 1..end])?;
                 if n >= 0 {
                     let stop = end + 2 + n as usize;
@@ -66,16 +92,27 @@ pub fn scan_reply(buf: &[u8]) -> Result<Scan, ReplyError> {
                     }
                     pos = stop + 2;
                     continue;
-                } else if n != -1 {
+                } else if n != -1 || kind != b'$' {
                     return Err(ReplyError);
                 }
             }
-            b'*' => {
+            b'*' | b'~' | b'>' | b'%' | b'|' => {
+                if kind == b'>' && pos == 0 {
+                    return Err(ReplyError);
+                }
                 let n = signed(&buf[pos + 1..end])?;
                 if n > 0 {
-                    todo += n as u64;
-                } else if n < -1 {
+                    let n = n as u64;
+                    todo += match kind {
+                        b'%' => 2 * n,
+                        // An attribute map comes before the reply it annotates.
+                        b'|' => 2 * n + 1,
+                        _ => n,
+                    };
+                } else if n < -1 || (n == -1 && kind != b'*') {
                     return Err(ReplyError);
+                } else if kind == b'|' {
+                    todo += 1;
                 }
             }
             _ => return Err(ReplyError),
@@ -86,7 +123,8 @@ pub fn scan_reply(buf: &[u8]) -> Result<Scan, ReplyError> {
 }
 
 /// The elements of a complete array reply of bulk strings (an MGET fragment's
-/// reply): each element's whole encoding (`$3\r\nfoo\r\n` or `$-1\r\n`).
+/// reply): each element's whole encoding (`$3\r\nfoo\r\n`, `$-1\r\n`, or
+/// RESP3's null `_\r\n`).
 /// Anything else (an error reply, nested arrays) is `Err`.
 pub fn array_elements(reply: &[u8], out: &mut Vec<Range<usize>>) -> Result<(), ReplyError> {
     out.clear();
@@ -97,7 +135,7 @@ pub fn array_elements(reply: &[u8], out: &mut Vec<Range<usize>>) -> Result<(), R
     let n = signed(&reply[1..end])?;
     let mut pos = end + 2;
     for _ in 0..n.max(0) {
-        if reply.get(pos) != Some(&b'$') {
+        if !matches!(reply.get(pos), Some(b'$') | Some(b'_')) {
             return Err(ReplyError);
         }
         match scan_reply(&reply[pos..])? {
@@ -141,6 +179,17 @@ mod tests {
             (b"*-1\r\n", 5),
             (b"*0\r\n", 4),
             (b"*2\r\n$1\r\na\r\n*1\r\n:1\r\n", 19),
+            // RESP3
+            (b"%1\r\n+a\r\n:1\r\n", 12),
+            (b"_\r\n", 3),
+            (b"#t\r\n", 4),
+            (b",1.5\r\n", 6),
+            (b"(12345678901234567890123\r\n", 26),
+            (b"!3\r\nerr\r\n", 9),
+            (b"=7\r\ntxt:abc\r\n", 13),
+            (b"~2\r\n:1\r\n_\r\n", 11),
+            (b"|1\r\n+ttl\r\n:3\r\n$1\r\nx\r\n", 21),
+            (b"*1\r\n>1\r\n:1\r\n", 12),
         ] {
             assert_eq!(
                 scan_reply(r),
@@ -155,11 +204,13 @@ mod tests {
     }
 
     #[test]
-    fn garbage_and_resp3_are_errors() {
+    fn garbage_and_pushes_are_errors() {
         for r in [
-            &b"%1\r\n"[..],
-            b"_\r\n",
-            b"#t\r\n",
+            &b">1\r\n+message\r\n"[..],
+            b"_x\r\n",
+            b"#x\r\n",
+            b"%-1\r\n",
+            b"!-1\r\n",
             b"hello\r\n",
             b"$3\r\nfooo\r\n",
             b":x\r\n",

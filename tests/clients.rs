@@ -1,0 +1,178 @@
+//! Current client libraries through the proxy: the `redis` crate (which sends
+//! `CLIENT SETINFO` on connect: no `set_skip_set_lib_name`), the `memcache`
+//! crate, redis-py and pymemcache (current releases from PyPI, installed by
+//! `scripts/test` into `target/pyenv`).
+
+mod support;
+use std::path::PathBuf;
+use support::{memcached, redis, shardproxy, Proc};
+
+fn redis_pool(backends: &[&Proc], extra: &str) -> impl Fn(u16) -> String {
+    let s = support::servers(backends);
+    let extra = extra.to_string();
+    move |port| {
+        format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: murmur\n  timeout: 5000\n{extra}  servers:\n{s}")
+    }
+}
+
+fn memcache_pool(backends: &[&Proc]) -> impl Fn(u16) -> String {
+    let s = support::servers(backends);
+    move |port| {
+        format!(
+            "beta:\n  listen: 127.0.0.1:{port}\n  hash: murmur\n  timeout: 5000\n  servers:\n{s}"
+        )
+    }
+}
+
+/// The python with redis-py and pymemcache: `target/pyenv` (made by
+/// scripts/test), else `$SHARDPROXY_PYTHON`, else python3.
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SHARDPROXY_PYTHON") {
+        return p.into();
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
+}
+
+fn run_python(script: &str, args: &[String]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let out = std::process::Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("python: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "{stderr}\nthe python clients are missing: run scripts/test (it installs them into target/pyenv)"
+    );
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn redis_py_current_release() {
+    let (a, b, c) = (redis(), redis(), redis());
+    for threads in ["1", "2"] {
+        let p = shardproxy(&redis_pool(&[&a, &b, &c], ""), &["--threads", threads]);
+        run_python("redis_py.py", &[p.port.to_string()]);
+    }
+    // With a password and a db: redis-py sends AUTH, then SELECT.
+    let p = shardproxy(
+        &redis_pool(&[&a, &b, &c], "  redis_auth: sekret\n  redis_db: 3\n"),
+        &[],
+    );
+    run_python(
+        "redis_py.py",
+        &[p.port.to_string(), "sekret".into(), "3".into()],
+    );
+}
+
+#[test]
+fn pymemcache_current_release() {
+    let (a, b, c) = (memcached(), memcached(), memcached());
+    for threads in ["1", "2"] {
+        let p = shardproxy(&memcache_pool(&[&a, &b, &c]), &["--threads", threads]);
+        run_python("pymemcache_client.py", &[p.port.to_string()]);
+    }
+}
+
+#[test]
+fn redis_crate_without_skipping_lib_name() {
+    use redis::Commands;
+    let (a, b, c) = (redis(), redis(), redis());
+    let p = shardproxy(
+        &redis_pool(&[&a, &b, &c], "  redis_auth: sekret\n  redis_db: 2\n"),
+        &["--threads", "2"],
+    );
+    let client = redis::Client::open(format!("redis://:sekret@127.0.0.1:{}/2", p.port))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut con = client
+        .get_connection()
+        .unwrap_or_else(|e| panic!("connect (CLIENT SETINFO, AUTH, SELECT): {e}"));
+    let ok: redis::RedisResult<()> = con.set("rs:a", 1);
+    assert!(ok.is_ok(), "{ok:?}");
+    let _: () = con
+        .mset(&[("rs:b", 2), ("rs:c", 3), ("rs:d", 4)])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let got: Vec<Option<i64>> = con
+        .mget(&["rs:a", "rs:b", "rs:nosuch", "rs:c", "rs:d"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got, vec![Some(1), Some(2), None, Some(3), Some(4)]);
+    let n: i64 = con.incr("rs:a", 41).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(n, 42);
+    let mut pipe = redis::pipe();
+    for i in 0..100 {
+        pipe.set(format!("rs:p{i}"), i)
+            .ignore()
+            .get(format!("rs:p{i}"));
+    }
+    let vals: Vec<i64> = pipe.query(&mut con).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(vals, (0..100).collect::<Vec<i64>>());
+    let err: redis::RedisResult<()> = redis::cmd("KEYS").arg("*").query(&mut con);
+    assert!(err.is_err());
+    let deleted: i64 = con
+        .del(&["rs:a", "rs:b", "rs:c", "rs:d", "rs:nosuch"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(deleted, 4);
+    // The keys really are in db 2 of the backends.
+    let in_db2: usize = [&a, &b, &c]
+        .iter()
+        .map(|r| {
+            let mut k = support::Conn::new(r.port);
+            assert_eq!(k.cmd(&[b"SELECT", b"2"]), b"+OK\r\n");
+            k.cmd(&[b"DBSIZE"])
+                .strip_prefix(b":")
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .and_then(|d| d.trim().parse::<usize>().ok())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(in_db2, 100);
+}
+
+#[test]
+fn memcache_crate_ascii() {
+    let (a, b) = (memcached(), memcached());
+    let p = shardproxy(&memcache_pool(&[&a, &b]), &[]);
+    let c = memcache::Client::connect(format!("memcache://127.0.0.1:{}?protocol=ascii", p.port))
+        .unwrap_or_else(|e| panic!("{e}"));
+    c.set("mc:a", "1", 0).unwrap_or_else(|e| panic!("{e}"));
+    c.set("mc:b", "two", 0).unwrap_or_else(|e| panic!("{e}"));
+    let a: Option<String> = c.get("mc:a").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(a.as_deref(), Some("1"));
+    let many: std::collections::HashMap<String, String> = c
+        .gets(&["mc:a", "mc:b", "mc:nosuch"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(many.len(), 2);
+    assert_eq!(many.get("mc:b").map(String::as_str), Some("two"));
+    // The crate reports NOT_STORED as Ok: check the value did not change.
+    c.add("mc:a", "x", 0).unwrap_or_else(|e| panic!("{e}"));
+    let a: Option<String> = c.get("mc:a").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(a.as_deref(), Some("1"));
+    c.replace("mc:a", "5", 0).unwrap_or_else(|e| panic!("{e}"));
+    c.append("mc:b", "!").unwrap_or_else(|e| panic!("{e}"));
+    c.prepend("mc:b", "<").unwrap_or_else(|e| panic!("{e}"));
+    let b: Option<String> = c.get("mc:b").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(b.as_deref(), Some("<two!"));
+    assert_eq!(
+        c.increment("mc:a", 10).unwrap_or_else(|e| panic!("{e}")),
+        15
+    );
+    assert_eq!(c.decrement("mc:a", 3).unwrap_or_else(|e| panic!("{e}")), 12);
+    assert!(c.touch("mc:a", 100).unwrap_or_else(|e| panic!("{e}")));
+    assert!(c.delete("mc:a").unwrap_or_else(|e| panic!("{e}")));
+    assert!(!c.delete("mc:a").unwrap_or_else(|e| panic!("{e}")));
+    let v = c.version().unwrap_or_else(|e| panic!("{e}"));
+    assert!(v.iter().all(|(_, v)| v.starts_with("shardproxy-")), "{v:?}");
+}
