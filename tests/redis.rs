@@ -396,3 +396,60 @@ fn hello_3_switches_the_client_to_resp3() {
     assert!(k.cmd(&[b"HELLO", b"2"]).starts_with(b"*14\r\n"));
     assert_eq!(k.cmd(&[b"GET", b"nosuch"]), b"$-1\r\n");
 }
+
+#[test]
+fn transient_errors_fail_like_nutcracker_and_the_connection_recovers() {
+    // -OOM: a backend over its maxmemory refuses writes.
+    let r = support::redis_with(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
+    let p = shardproxy(&pool(&[&r], ""), &[]);
+    let mut direct = Conn::new(r.port);
+    let chunk = vec![b'x'; 64 * 1024];
+    let full = (0..200).any(|i| {
+        let key = format!("fill{i}");
+        direct
+            .cmd(&[b"SET", key.as_bytes(), &chunk])
+            .starts_with(b"-OOM")
+    });
+    assert!(full, "the backend never reached maxmemory");
+    assert!(direct.cmd(&[b"SET", b"k", &chunk]).starts_with(b"-OOM"));
+    let mut k = Conn::new(p.port);
+    // Not forwarded (spec §5.3): the server connection is closed and every
+    // request on it fails with -ERR Invalid argument, the pipelined GET too.
+    k.send(&[resp(&[b"SET", b"k", &chunk]), resp(&[b"STRLEN", b"fill0"])].concat());
+    assert_eq!(k.reply(), b"-ERR Invalid argument\r\n");
+    let second = k.reply();
+    assert!(
+        second == b"-ERR Invalid argument\r\n" || second == b":65536\r\n",
+        "{second:?}"
+    );
+    // The next request opens a new connection and is served.
+    assert_eq!(k.cmd(&[b"STRLEN", b"fill0"]), b":65536\r\n");
+
+    // -BUSY: a script running past busy-reply-threshold.
+    let r = support::redis_with(&["--busy-reply-threshold", "50"]);
+    let p = shardproxy(&pool(&[&r], ""), &[]);
+    let mut direct = Conn::new(r.port);
+    direct.send(&resp(&[b"EVAL", b"while true do end", b"0"]));
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let mut k = Conn::new(p.port);
+    assert_eq!(k.cmd(&[b"GET", b"k"]), b"-ERR Invalid argument\r\n");
+    let mut killer = Conn::new(r.port);
+    assert_eq!(killer.cmd(&[b"SCRIPT", b"KILL"]), b"+OK\r\n");
+    assert!(direct.reply().starts_with(b"-"), "the script was killed");
+    assert_eq!(k.cmd(&[b"GET", b"k"]), b"$-1\r\n");
+}
+
+#[test]
+fn a_fragment_error_reply_is_passed_on() {
+    // Backends that want a password the pool does not send: every fragment
+    // answers -NOAUTH, and the client sees that reply, not "Invalid argument".
+    let (a, b) = (
+        support::redis_with(&["--requirepass", "pw"]),
+        support::redis_with(&["--requirepass", "pw"]),
+    );
+    let p = shardproxy(&pool(&[&a, &b], "  hash: murmur\n"), &[]);
+    let mut k = Conn::new(p.port);
+    let r = k.cmd(&[b"MGET", b"a", b"b", b"c", b"d", b"e"]);
+    assert!(r.starts_with(b"-NOAUTH"), "{}", String::from_utf8_lossy(&r));
+    assert_eq!(k.cmd(&[b"PING"]), b"+PONG\r\n");
+}

@@ -1,0 +1,50 @@
+//! Process behaviour that differs from nutcracker on purpose: graceful
+//! SIGTERM/SIGINT, and a daemon that validates its config before detaching.
+
+mod support;
+use std::time::Duration;
+use support::{resp, shardproxy, Conn};
+
+fn pool(r: &support::Proc) -> impl Fn(u16) -> String {
+    let s = support::servers(&[r]);
+    move |port| format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n{s}")
+}
+
+#[test]
+fn sigterm_and_sigint_finish_in_flight_requests_and_exit_0() {
+    let r = support::redis_with(&["--enable-debug-command", "yes"]);
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let mut p = shardproxy(&pool(&r), &[]);
+        let mut k = Conn::new(p.port);
+        assert_eq!(k.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+        // A request in flight when the signal arrives still gets its reply.
+        let mut blocker = Conn::new(r.port);
+        blocker.send(&resp(&[b"DEBUG", b"SLEEP", b"0.3"]));
+        std::thread::sleep(Duration::from_millis(50));
+        k.send(&resp(&[b"GET", b"k"]));
+        std::thread::sleep(Duration::from_millis(50));
+        p.signal(sig);
+        assert_eq!(k.reply(), b"$1\r\nv\r\n");
+        assert_eq!(
+            p.wait_exit(Duration::from_secs(10)),
+            Some(0),
+            "signal {sig}"
+        );
+        assert_eq!(blocker.reply(), b"+OK\r\n");
+    }
+}
+
+#[test]
+fn daemonize_with_a_bad_config_fails_before_detaching() {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let conf = dir.path().join("bad.yml");
+    std::fs::write(
+        &conf,
+        "alpha:\n  listen: 127.0.0.1:1\n  hash: nosuch\n  servers:\n   - 127.0.0.1:2:1\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let conf = conf.to_string_lossy().to_string();
+    let (code, stderr) = support::run(env!("CARGO_BIN_EXE_shardproxy"), &["-d", "-c", &conf]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("hash"), "{stderr}");
+}
