@@ -547,3 +547,93 @@ fn server_name_routing() {
         .concat()
     );
 }
+
+/// Renders bytes for a transcript: printable ASCII as is, CR/LF as `\r\n`,
+/// anything else as `\xNN`.
+fn render(b: &[u8]) -> String {
+    let mut s = String::new();
+    for &c in b {
+        match c {
+            b'\r' => s.push_str("\\r"),
+            b'\n' => s.push_str("\\n"),
+            b'\\' => s.push_str("\\\\"),
+            0x20..=0x7e => s.push(c as char),
+            _ => s.push_str(&format!("\\x{c:02x}")),
+        }
+    }
+    s
+}
+
+/// The exact bytes of every reply, kept in docs/transcripts/memcache.md: the
+/// test fails when the proxy's answers change. `SHARDPROXY_UPDATE_TRANSCRIPTS=1`
+/// rewrites the file.
+#[test]
+fn byte_transcripts() {
+    let (a, b) = (memcached(), memcached());
+    let p = shardproxy(&pool(&[&a, &b], ""), &[]);
+    let mut k = Conn::new(p.port);
+    // (request, number of replies it gets)
+    let script: &[(&[u8], usize)] = &[
+        (b"set user:1 0 0 5\r\nalice\r\n", 1),
+        (b"set user:2 42 0 3\r\nbob\r\n", 1),
+        (b"get user:1\r\n", 1),
+        (b"get user:1 user:2 nosuch user:1\r\n", 1),
+        (b"gets user:2\r\n", 1),
+        (b"gat 0 user:1 user:2\r\n", 1),
+        (b"add user:1 0 0 1\r\nx\r\n", 1),
+        (b"replace user:3 0 0 1\r\nx\r\n", 1),
+        (b"append user:1 0 0 2\r\n!!\r\n", 1),
+        (b"prepend user:1 0 0 2\r\n<<\r\n", 1),
+        (b"set n 0 0 2\r\n10\r\n", 1),
+        (b"incr n 5\r\n", 1),
+        (b"decr n 100\r\n", 1),
+        (b"incr user:1 1\r\n", 1),
+        (b"touch user:1 60\r\n", 1),
+        (b"cas user:2 0 0 1 999999\r\nx\r\n", 1),
+        (b"delete n\r\n", 1),
+        (b"delete n\r\n", 1),
+        (b"set q 0 0 1 noreply\r\nq\r\n", 0),
+        (b"get q\r\n", 1),
+        (b"verbosity 1\r\n", 1),
+        (b"GET user:1\r\n", 1),
+        (b"get\r\n", 1),
+        (b"incr n abc\r\n", 1),
+        (b"set k 0 0 1\r\nxyz\r\n", 1),
+        (b"set k abc 0 1\r\nx\r\n", 1),
+        (b"flush_all\r\n", 1),
+        (b"get user:1\r\n", 1),
+        (b"quit\r\n", 0),
+    ];
+    let mut doc = String::from(
+        "# memcache byte transcripts\n\n\
+         Exact bytes exchanged with shardproxy over one connection, in order, for a\n\
+         pool of two memcached 1.6 backends (`>` sent, `<` received). Generated and\n\
+         checked by `tests/memcache.rs` `byte_transcripts`: the test fails if a reply\n\
+         changes (`SHARDPROXY_UPDATE_TRANSCRIPTS=1` regenerates this file).\n\n```text\n",
+    );
+    for (req, n) in script {
+        k.send(req);
+        doc.push_str(&format!("> {}\n", render(req)));
+        for _ in 0..*n {
+            doc.push_str(&format!("< {}\n", render(&k.mc_reply())));
+        }
+        if *n == 0 && !req.starts_with(b"quit") {
+            assert!(k.silent_for(Duration::from_millis(100)));
+            doc.push_str("< (nothing: noreply)\n");
+        }
+    }
+    assert!(k.closed());
+    doc.push_str("< (connection closed by the proxy)\n```\n");
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/transcripts/memcache.md");
+    if std::env::var_os("SHARDPROXY_UPDATE_TRANSCRIPTS").is_some() {
+        std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(&path, &doc).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert_eq!(
+        doc, want,
+        "run with SHARDPROXY_UPDATE_TRANSCRIPTS=1 to regenerate {path:?}"
+    );
+}
