@@ -65,6 +65,7 @@
 //! | [`hash`] | `hashkit/`: the twelve hash functions | no |
 //! | [`dist`] | ketama / modula / random continuum, plus `server_name` | no |
 //! | [`route`] | `hash_tag`, key → server index, rebuild over live servers | no |
+//! | [`health`] | `server_failure_limit`, `auto_eject_hosts`, retry (process-wide) | no |
 //! | [`proto`] | `nc_redis.c` / `nc_memcache.c` parsers, command table | no |
 //! | [`msg`] | `nc_message.c`: reply slots, proxy error kinds | no |
 //! | [`client`] | `nc_client.c`: client connection, in-order replies, fragments | yes |
@@ -80,6 +81,7 @@ pub mod conf;
 pub mod daemon;
 pub mod dist;
 pub mod hash;
+pub mod health;
 pub mod log;
 pub mod msg;
 pub mod net;

@@ -5,6 +5,7 @@
 use crate::dist::{BuildArgs, Distributor, NoServer, Node, RouteKey, Strategy};
 use crate::hash::HashFn;
 use arc_swap::ArcSwap;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 /// The routing part of a key (spec §4.1 step 2): with a tag `LR`, the bytes
@@ -39,6 +40,8 @@ pub struct Router {
     strategy: &'static Strategy,
     nodes: Vec<Node>,
     current: ArcSwap<Box<dyn Distributor>>,
+    /// Every server is in the current distribution (none ejected).
+    whole: AtomicBool,
 }
 
 impl Router {
@@ -56,6 +59,7 @@ impl Router {
             strategy,
             nodes,
             current: ArcSwap::from_pointee(built),
+            whole: AtomicBool::new(true),
         }
     }
 
@@ -63,7 +67,7 @@ impl Router {
     #[inline]
     pub fn dispatch(&self, key: &[u8]) -> Result<usize, NoServer> {
         // nutcracker: a pool with one server never hashes.
-        if self.nodes.len() == 1 && self.strategy.own_hash.is_none() {
+        if self.nodes.len() == 1 && self.strategy.own_hash.is_none() && self.whole.load(Relaxed) {
             return Ok(0);
         }
         self.current.load().dispatch(route_key(self.tag, key))
@@ -82,6 +86,7 @@ impl Router {
             hash: self.hash,
             live: &nodes,
         });
+        self.whole.store(nodes.len() == self.nodes.len(), Relaxed);
         self.current.store(Arc::new(built));
     }
 

@@ -43,9 +43,23 @@ pub struct Outgoing {
     pub deadline: Option<Instant>,
 }
 
+/// Where server connections report their health (process-wide, see
+/// [`crate::health`]). Implemented by the pool, so this side needs no
+/// knowledge of pools.
+pub trait HealthSink: std::fmt::Debug {
+    /// A connection to the server closed (connect error, reset, EOF, timeout,
+    /// bad reply, transient error): one failure.
+    fn failed(&self, server: usize);
+    /// A complete reply arrived from the server.
+    fn replied(&self, server: usize);
+}
+
 /// What a server connection needs to know about its backend.
 #[derive(Debug)]
 pub struct Backend {
+    /// The server's index in its pool.
+    pub index: usize,
+    pub health: std::sync::Arc<dyn HealthSink + Send + Sync>,
     pub proto: Protocol,
     pub addr: ServerAddr,
     pub name: String,
@@ -190,7 +204,7 @@ async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
                 inflight: VecDeque::new(),
                 sending: WriteQueue::default(),
             };
-            state.serve(&conn, backend.proto).await
+            state.serve(&conn, &backend).await
         }
         Err(e) => {
             tracing::debug!("connect to server '{}' failed: {e}", backend.name);
@@ -199,6 +213,7 @@ async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
     };
     let (kind, inflight) = err;
     conn.alive.set(false);
+    backend.health.failed(backend.index);
     for slot in inflight.into_iter().flatten() {
         slot.fill(Err(kind));
     }
@@ -220,7 +235,7 @@ impl Conn {
         (kind, self.inflight.drain(..).map(|(s, _)| s).collect())
     }
 
-    async fn serve(&mut self, conn: &ServerConn, proto: Protocol) -> Failure {
+    async fn serve(&mut self, conn: &ServerConn, backend: &Backend) -> Failure {
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         let mut need = 0usize;
         loop {
@@ -252,7 +267,7 @@ impl Conn {
                     match self.stream.try_read_buf(&mut rbuf) {
                         Ok(0) => return self.fail(ErrKind::ServerEof),
                         Ok(_) => {
-                            match self.replies(&mut rbuf, proto) {
+                            match self.replies(&mut rbuf, backend) {
                                 Ok(n) => need = n,
                                 Err(kind) => return self.fail(kind),
                             }
@@ -276,7 +291,8 @@ impl Conn {
 
     /// Hands every complete reply in `rbuf` to its request. Returns the size
     /// hint of the next, incomplete reply.
-    fn replies(&mut self, rbuf: &mut BytesMut, proto: Protocol) -> Result<usize, ErrKind> {
+    fn replies(&mut self, rbuf: &mut BytesMut, backend: &Backend) -> Result<usize, ErrKind> {
+        let proto = backend.proto;
         loop {
             let scanned = match proto {
                 Protocol::Redis => scan_reply(rbuf).map_err(|_| ErrKind::Invalid),
@@ -296,6 +312,7 @@ impl Conn {
                         }
                         return Err(ErrKind::Invalid);
                     }
+                    backend.health.replied(backend.index);
                     if let Some(s) = slot {
                         s.fill(Ok(reply));
                     }

@@ -5,10 +5,11 @@
 
 use crate::client;
 use crate::conf::{PoolConf, ServerConf};
+use crate::health::PoolHealth;
 use crate::net::{StdListener, Stream};
 use crate::proto::redis::request::{put_array_header, put_bulk};
 use crate::route::Router;
-use crate::server::{Backend, Dialect, ServerSlot};
+use crate::server::{Backend, Dialect, HealthSink, ServerSlot};
 use bytes::Bytes;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -22,6 +23,7 @@ use tokio_util::task::TaskTracker;
 pub struct PoolShared {
     pub conf: PoolConf,
     pub router: Router,
+    pub health: PoolHealth,
     /// Open client connections, across workers (`client_connections`).
     pub clients: AtomicU32,
 }
@@ -29,11 +31,29 @@ pub struct PoolShared {
 impl PoolShared {
     pub fn new(conf: PoolConf) -> PoolShared {
         let router = Router::new(conf.distribution, conf.hash, conf.hash_tag, conf.nodes());
+        let health = PoolHealth::new(
+            conf.auto_eject_hosts,
+            conf.server_failure_limit,
+            conf.server_retry_timeout,
+            conf.servers.len(),
+        );
         PoolShared {
             conf,
             router,
+            health,
             clients: AtomicU32::new(0),
         }
+    }
+}
+
+impl HealthSink for PoolShared {
+    fn failed(&self, server: usize) {
+        self.health.failed(&self.router, server);
+    }
+
+    #[inline]
+    fn replied(&self, server: usize) {
+        self.health.replied(server);
     }
 }
 
@@ -53,7 +73,8 @@ fn command(args: &[&[u8]]) -> Bytes {
     out.into()
 }
 
-fn backend(conf: &PoolConf, s: &ServerConf) -> Backend {
+fn backend(pool: &Arc<PoolShared>, index: usize, s: &ServerConf) -> Backend {
+    let conf = &pool.conf;
     let mut preamble = [Vec::new(), Vec::new()];
     if conf.redis {
         for (dialect, p) in preamble.iter_mut().enumerate() {
@@ -72,6 +93,8 @@ fn backend(conf: &PoolConf, s: &ServerConf) -> Backend {
         }
     }
     Backend {
+        index,
+        health: pool.clone(),
         proto: crate::msg::Protocol::of(conf.redis),
         addr: s.addr.clone(),
         name: s.name.clone(),
@@ -101,7 +124,10 @@ pub fn run(
                 .conf
                 .servers
                 .iter()
-                .map(|s| ServerSlot::new(backend(&shared.conf, s), shared.conf.server_connections))
+                .enumerate()
+                .map(|(i, s)| {
+                    ServerSlot::new(backend(&shared, i, s), shared.conf.server_connections)
+                })
                 .collect();
             let pool = Rc::new(PoolLocal { shared, servers });
             if pool.shared.conf.preconnect {

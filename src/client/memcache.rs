@@ -90,8 +90,14 @@ fn handle(s: &mut Session, req: Bytes, r: &Request) {
                 ready(s, &b"OK\r\n"[..]);
             }
         }
-        cmd if cmd.is_retrieval() && keys.len() > 1 => fragment(s, cmd, &req, r),
+        cmd if cmd.is_retrieval() && keys.len() > 1 => {
+            let shared = &s.pool.shared;
+            shared.health.before_dispatch(&shared.router);
+            fragment(s, cmd, &req, r)
+        }
         _ => {
+            let shared = &s.pool.shared;
+            shared.health.before_dispatch(&shared.router);
             let key = &req[keys[0].clone()];
             match s.pool.shared.router.dispatch(key) {
                 Ok(idx) if r.noreply => s.pool.servers[idx].send_noreply(req.clone()),

@@ -87,6 +87,8 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
         return answer(s, local, &req, args);
     }
     // Forwarded: RESP as written, or re-encoded when it came inline.
+    let shared = &s.pool.shared;
+    shared.health.before_dispatch(&shared.router);
     let wire = if is_inline(&req) {
         encode(&req, args.iter().cloned())
     } else {
