@@ -249,8 +249,18 @@ fn proxy(name: &str, bin: &str, yaml: &dyn Fn(u16) -> String, extra: &[&str]) ->
     })
 }
 
+/// A shardproxy. Without an explicit `--threads`, `$SHARDPROXY_THREADS` (if
+/// set) picks the worker count, so scripts/test can run a whole suite again
+/// with `--threads 2`.
 pub fn shardproxy(yaml: &dyn Fn(u16) -> String, extra: &[&str]) -> Proc {
-    proxy("shardproxy", env!("CARGO_BIN_EXE_shardproxy"), yaml, extra)
+    let threads = std::env::var("SHARDPROXY_THREADS").ok();
+    let mut args: Vec<&str> = extra.to_vec();
+    if let Some(t) = threads.as_deref() {
+        if !extra.contains(&"--threads") {
+            args.extend(["--threads", t]);
+        }
+    }
+    proxy("shardproxy", env!("CARGO_BIN_EXE_shardproxy"), yaml, &args)
 }
 
 pub fn nutcracker(yaml: &dyn Fn(u16) -> String) -> Proc {
