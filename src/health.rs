@@ -18,7 +18,7 @@
 use crate::route::Router;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// One server's health.
 #[derive(Debug, Default)]
@@ -28,8 +28,6 @@ pub struct ServerHealth {
     /// While ejected: when it may come back (µs since the pool's epoch).
     /// 0 when it is in the ring.
     ejected_until: AtomicU64,
-    /// When it was last ejected (µs since the Unix epoch; stats).
-    pub ejected_at: AtomicU64,
 }
 
 /// The health of every server of a pool.
@@ -65,10 +63,6 @@ impl PoolHealth {
         self.epoch.elapsed().as_micros() as u64 + 1
     }
 
-    pub fn server(&self, i: usize) -> Option<&ServerHealth> {
-        self.servers.get(i)
-    }
-
     /// A connection to server `i` closed (any reason): count it, and eject the
     /// server when the limit is reached.
     pub fn failed(&self, router: &Router, i: usize) {
@@ -88,10 +82,6 @@ impl PoolHealth {
         let now = self.now();
         s.ejected_until
             .store(now + self.retry.as_micros() as u64, Relaxed);
-        let unix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        s.ejected_at.store(unix, Relaxed);
         self.ejects.fetch_add(1, Relaxed);
         tracing::warn!(
             "server '{}' ejected after {n} failure(s) for {} ms",
@@ -144,12 +134,5 @@ impl PoolHealth {
         router.rebuild(|i| live.get(i).copied().unwrap_or(false));
         self.next_retry
             .store(if next == u64::MAX { 0 } else { next }, Relaxed);
-    }
-
-    /// Whether server `i` is out of the ring now.
-    pub fn is_ejected(&self, i: usize) -> bool {
-        self.servers
-            .get(i)
-            .is_some_and(|s| s.ejected_until.load(Relaxed) != 0)
     }
 }

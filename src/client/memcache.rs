@@ -22,8 +22,14 @@ const VERSION: &str = concat!("VERSION shardproxy-", env!("CARGO_PKG_VERSION"), 
 /// Scans and handles every complete request in `rbuf`; returns the size hint of
 /// the next incomplete one.
 pub fn handle_requests(s: &mut Session, rbuf: &mut BytesMut) -> usize {
+    let mut req = std::mem::take(&mut s.mc);
+    let hint = scan_all(s, rbuf, &mut req);
+    s.mc = req;
+    hint
+}
+
+fn scan_all(s: &mut Session, rbuf: &mut BytesMut, req: &mut Request) -> usize {
     let limits = Limits::default();
-    let mut req = Request::default();
     while !s.closing {
         // Discard what an earlier malformed request still spans.
         if s.swallow > 0 {
@@ -46,10 +52,10 @@ pub fn handle_requests(s: &mut Session, rbuf: &mut BytesMut) -> usize {
                 }
             }
         }
-        match scan_request(rbuf, &limits, &mut req) {
+        match scan_request(rbuf, &limits, req) {
             Ok(Scan::Complete(n)) => {
                 let bytes = rbuf.split_to(n).freeze();
-                handle(s, bytes, &req);
+                handle(s, bytes, req);
             }
             Ok(Scan::Incomplete { hint }) => return hint,
             Err(m) => {
@@ -79,6 +85,11 @@ fn ready(s: &mut Session, bytes: impl Into<Bytes>) {
 
 fn handle(s: &mut Session, req: Bytes, r: &Request) {
     let keys = r.keys();
+    if !keys.is_empty() {
+        // Routed: put back ejected servers whose retry time has passed.
+        let shared = &s.pool.shared;
+        shared.health.before_dispatch(&shared.router);
+    }
     match r.cmd {
         Command::Quit => {
             s.pending.push_back(Pending::Close);
@@ -90,14 +101,8 @@ fn handle(s: &mut Session, req: Bytes, r: &Request) {
                 ready(s, &b"OK\r\n"[..]);
             }
         }
-        cmd if cmd.is_retrieval() && keys.len() > 1 => {
-            let shared = &s.pool.shared;
-            shared.health.before_dispatch(&shared.router);
-            fragment(s, cmd, &req, r)
-        }
+        cmd if cmd.is_retrieval() && keys.len() > 1 => fragment(s, cmd, &req, r),
         _ => {
-            let shared = &s.pool.shared;
-            shared.health.before_dispatch(&shared.router);
             let key = &req[keys[0].clone()];
             match s.pool.shared.router.dispatch(key) {
                 Ok(idx) if r.noreply => s.pool.servers[idx].send_noreply(req.clone()),

@@ -58,6 +58,9 @@ pub struct Session {
     pub swallow: usize,
     /// memcache: then discard through the next newline (a bad data block).
     pub swallow_line: bool,
+    /// Scanner scratch space, reused for every request of the connection.
+    pub args: Vec<std::ops::Range<usize>>,
+    pub mc: crate::proto::memcache::Request,
 }
 
 /// A printable, bounded rendering of a client-supplied name for error replies.
@@ -91,6 +94,8 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
         closing: false,
         swallow: 0,
         swallow_line: false,
+        args: Vec::new(),
+        mc: Default::default(),
     };
     let mut rbuf = BytesMut::with_capacity(16 * 1024);
     let mut need = 0usize;

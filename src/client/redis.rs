@@ -25,14 +25,20 @@ const NOAUTH: &[u8] = b"-NOAUTH Authentication required.\r\n";
 /// Scans and handles every complete request in `rbuf`; returns the size hint of
 /// the next incomplete one.
 pub fn handle_requests(s: &mut Session, rbuf: &mut BytesMut) -> usize {
+    let mut args = std::mem::take(&mut s.args);
+    let hint = scan_all(s, rbuf, &mut args);
+    s.args = args;
+    hint
+}
+
+fn scan_all(s: &mut Session, rbuf: &mut BytesMut, args: &mut Vec<Range<usize>>) -> usize {
     let limits = Limits::default();
-    let mut args: Vec<Range<usize>> = Vec::new();
     while !s.closing {
-        match scan_request(rbuf, &limits, &mut args) {
+        match scan_request(rbuf, &limits, args) {
             Ok(Scan::Complete(n)) => {
                 let req = rbuf.split_to(n).freeze();
                 if !args.is_empty() {
-                    handle(s, req, &args);
+                    handle(s, req, args);
                 }
             }
             Ok(Scan::Incomplete { hint }) => return hint,
