@@ -14,6 +14,7 @@ pub const DEFAULT_CONF: &str = "conf/nutcracker.yml";
 pub const DEFAULT_STATS_PORT: u16 = 22222;
 pub const DEFAULT_STATS_ADDR: &str = "0.0.0.0";
 pub const DEFAULT_STATS_INTERVAL_MS: u64 = 30_000;
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1";
 pub const DEFAULT_MBUF_SIZE: usize = 16384;
 pub const MBUF_MIN: usize = 512;
 pub const MBUF_MAX: usize = 16_777_216;
@@ -55,6 +56,10 @@ struct Raw {
     mbuf_size: Option<String>,
     #[arg(long = "threads", allow_hyphen_values = true)]
     threads: Option<String>,
+    #[arg(long = "metrics-port", allow_hyphen_values = true)]
+    metrics_port: Option<String>,
+    #[arg(long = "metrics-addr")]
+    metrics_addr: Option<String>,
     /// nutcracker ignores positional arguments; so do we.
     #[arg(hide = true)]
     rest: Vec<String>,
@@ -77,6 +82,9 @@ pub struct Options {
     pub pid_file: Option<String>,
     pub mbuf_size: usize,
     pub threads: usize,
+    /// Prometheus `/metrics` and `/healthz` (off unless given).
+    pub metrics_port: Option<u16>,
+    pub metrics_addr: String,
 }
 
 /// A command-line error: the message nutcracker would print (without the
@@ -143,6 +151,18 @@ impl Options {
                     CliError("option --threads requires a number from 1 to 1024".into())
                 })? as usize,
         };
+        let metrics_port = match raw.metrics_port.as_deref() {
+            None => None,
+            Some(v) => {
+                let n = digits(v)
+                    .ok_or_else(|| CliError("option --metrics-port requires a number".into()))?;
+                Some(u16::try_from(n).ok().filter(|&p| p != 0).ok_or_else(|| {
+                    CliError(format!(
+                        "option --metrics-port value {n} is not a valid port"
+                    ))
+                })?)
+            }
+        };
         Ok(Options {
             help: raw.help,
             version: raw.version,
@@ -160,6 +180,10 @@ impl Options {
             pid_file: raw.pid_file,
             mbuf_size,
             threads,
+            metrics_port,
+            metrics_addr: raw
+                .metrics_addr
+                .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_string()),
         })
     }
 }
@@ -215,7 +239,7 @@ pub fn usage() -> String {
         "Usage: shardproxy [-hVdDt] [-v verbosity level] [-o output file]
                   [-c conf file] [-s stats port] [-a stats addr]
                   [-i stats interval] [-p pid file] [-m mbuf size]
-                  [--threads N]
+                  [--threads N] [--metrics-port N] [--metrics-addr S]
 
 Options:
   -h, --help             : this help
@@ -232,6 +256,8 @@ Options:
   -p, --pid-file=S       : set pid file (default: off)
   -m, --mbuf-size=N      : set size of mbuf chunk in bytes (default: {DEFAULT_MBUF_SIZE} bytes)
       --threads=N        : worker threads (default: 1, nutcracker's topology)
+      --metrics-port=N   : serve Prometheus /metrics and /healthz on this port (default: off)
+      --metrics-addr=S   : address for --metrics-port (default: {DEFAULT_METRICS_ADDR})
 
 "
     )
@@ -262,6 +288,28 @@ mod tests {
         );
         assert_eq!((o.verbosity, o.mbuf_size, o.threads), (5, 16384, 1));
         assert!(!o.test_conf && !o.daemonize && o.pid_file.is_none() && o.output.is_none());
+        assert_eq!(
+            (o.metrics_port, o.metrics_addr.as_str()),
+            (None, "127.0.0.1")
+        );
+    }
+
+    #[test]
+    fn metrics_port_and_addr() {
+        let o = parse(&["--metrics-port", "9100", "--metrics-addr=::1"])
+            .unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(
+            (o.metrics_port, o.metrics_addr.as_str()),
+            (Some(9100), "::1")
+        );
+        assert_eq!(
+            err(&["--metrics-port", "70000"]),
+            "option --metrics-port value 70000 is not a valid port"
+        );
+        assert_eq!(
+            err(&["--metrics-port=x"]),
+            "option --metrics-port requires a number"
+        );
     }
 
     #[test]

@@ -18,7 +18,13 @@
 use crate::route::Router;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
 
 /// One server's health.
 #[derive(Debug, Default)]
@@ -28,6 +34,9 @@ pub struct ServerHealth {
     /// While ejected: when it may come back (µs since the pool's epoch).
     /// 0 when it is in the ring.
     ejected_until: AtomicU64,
+    /// When it was last ejected, in µs since the unix epoch; 0 if never
+    /// (server stat `server_ejected_at`).
+    ejected_at: AtomicU64,
 }
 
 /// The health of every server of a pool.
@@ -82,6 +91,7 @@ impl PoolHealth {
         let now = self.now();
         s.ejected_until
             .store(now + self.retry.as_micros() as u64, Relaxed);
+        s.ejected_at.store(unix_micros(), Relaxed);
         self.ejects.fetch_add(1, Relaxed);
         tracing::warn!(
             "server '{}' ejected after {n} failure(s) for {} ms",
@@ -89,6 +99,20 @@ impl PoolHealth {
             self.retry.as_millis()
         );
         self.rebuild_at(router, now);
+    }
+
+    /// When server `i` was last ejected (µs since the unix epoch), 0 if never.
+    pub fn ejected_at(&self, i: usize) -> u64 {
+        self.servers
+            .get(i)
+            .map_or(0, |s| s.ejected_at.load(Relaxed))
+    }
+
+    /// Whether server `i` is out of the distribution right now.
+    pub fn is_ejected(&self, i: usize) -> bool {
+        self.servers
+            .get(i)
+            .is_some_and(|s| s.ejected_until.load(Relaxed) > self.now())
     }
 
     /// A complete reply came from server `i`.

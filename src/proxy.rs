@@ -7,6 +7,7 @@ use crate::cli::Options;
 use crate::conf::{Conf, Listen};
 use crate::log::Logger;
 use crate::net::{self, StdListener};
+use crate::stats::{self, Registry};
 use crate::worker::{self, PoolShared};
 use anyhow::Context;
 use std::sync::Arc;
@@ -21,7 +22,26 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
         .into_iter()
         .map(|p| Arc::new(PoolShared::new(p)))
         .collect();
+    let registry = Arc::new(Registry::new(
+        pools.iter().map(|p| p.meta()).collect(),
+        threads,
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     // Bind everything before starting workers: a busy port fails start-up.
+    // The stats port first, as nutcracker.
+    let stats_listener = {
+        let _rt = rt.enter();
+        stats::serve::bind(&opts.stats_addr, opts.stats_port, "stats")?
+    };
+    let metrics_listener = match opts.metrics_port {
+        Some(port) => {
+            let _rt = rt.enter();
+            Some(stats::serve::bind(&opts.metrics_addr, port, "metrics")?)
+        }
+        None => None,
+    };
     let mut per_worker: Vec<Vec<(Arc<PoolShared>, StdListener)>> =
         (0..threads).map(|_| Vec::new()).collect();
     for pool in &pools {
@@ -53,15 +73,37 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
     let mut handles = Vec::with_capacity(threads);
     for (i, listeners) in per_worker.into_iter().enumerate() {
         let token = shutdown.clone();
+        let wstats = registry.worker(i).context("no stats for a worker thread")?;
         let h = std::thread::Builder::new()
             .name(format!("shardproxy-w{i}"))
-            .spawn(move || worker::run(listeners, token))
+            .spawn(move || worker::run(listeners, wstats, token))
             .context("starting a worker thread")?;
         handles.push(h);
     }
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    tracing::info!(
+        "stats on {}:{}{}",
+        opts.stats_addr,
+        opts.stats_port,
+        match opts.metrics_port {
+            Some(p) => format!(
+                ", Prometheus metrics on http://{}:{p}/metrics",
+                opts.metrics_addr
+            ),
+            None => String::new(),
+        }
+    );
+    rt.spawn(stats::serve::stats_port(
+        stats_listener,
+        registry.clone(),
+        shutdown.clone(),
+    ));
+    if let Some(l) = metrics_listener {
+        rt.spawn(stats::serve::metrics_port(
+            l,
+            registry.clone(),
+            shutdown.clone(),
+        ));
+    }
     rt.block_on(signals(&logger, &shutdown))?;
     shutdown.cancel();
     for h in handles {

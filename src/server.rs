@@ -16,10 +16,12 @@ use crate::net::{self, Stream, WriteQueue};
 use crate::proto::memcache;
 use crate::proto::redis::reply::{is_transient_error, scan_reply};
 use crate::proto::Scan;
+use crate::stats::metrics::{ServerField as F, ServerStats, WorkerStats};
 use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
@@ -67,6 +69,10 @@ pub struct Backend {
     /// Requests sent on every new connection before any other (AUTH, SELECT),
     /// per [`Dialect`].
     pub preamble: [Vec<Bytes>; 2],
+    /// This worker's metrics for the server, and for the worker (connection
+    /// counts).
+    pub stats: Arc<ServerStats>,
+    pub worker: Arc<WorkerStats>,
 }
 
 /// Which set of connections to a server a request uses. Redis clients that
@@ -87,14 +93,19 @@ pub struct ServerConn {
 }
 
 impl ServerConn {
-    fn push(&self, out: Outgoing) {
+    /// Queues a request (stat `in_queue`).
+    fn push(&self, out: Outgoing, stats: &ServerStats) {
+        stats.get(F::InQueue).incr();
+        stats.get(F::InQueueBytes).add(out.data.len() as i64);
         self.queue.borrow_mut().push_back(out);
         self.notify.notify_one();
     }
 
-    fn fail_queue(&self, err: ErrKind) {
+    fn fail_queue(&self, err: ErrKind, stats: &ServerStats) {
         let drained: Vec<Outgoing> = self.queue.borrow_mut().drain(..).collect();
         for o in drained {
+            stats.get(F::InQueue).decr();
+            stats.get(F::InQueueBytes).add(-(o.data.len() as i64));
             if let ReplyTo::Slot(s) = o.reply {
                 s.fill(Err(err));
             }
@@ -138,21 +149,38 @@ impl ServerSlot {
     /// Queues a request on a connection of the given dialect.
     pub fn send_in(&self, dialect: Dialect, data: Bytes, slot: Rc<Slot>) {
         let deadline = self.backend.timeout.map(|t| Instant::now() + t);
-        self.conn(dialect).push(Outgoing {
-            data,
-            reply: ReplyTo::Slot(slot),
-            deadline,
-        });
+        self.forwarded(&data);
+        self.conn(dialect).push(
+            Outgoing {
+                data,
+                reply: ReplyTo::Slot(slot),
+                deadline,
+            },
+            &self.backend.stats,
+        );
     }
 
     /// Queues a request that gets no reply (memcache `noreply`): it never
     /// times out (spec §7.2).
     pub fn send_noreply(&self, data: Bytes) {
-        self.conn(Dialect::Plain).push(Outgoing {
-            data,
-            reply: ReplyTo::Nothing,
-            deadline: None,
-        });
+        self.forwarded(&data);
+        self.conn(Dialect::Plain).push(
+            Outgoing {
+                data,
+                reply: ReplyTo::Nothing,
+                deadline: None,
+            },
+            &self.backend.stats,
+        );
+    }
+
+    /// Stats `requests` and `request_bytes`: counted when queued, as
+    /// nutcracker (a request that then fails is still counted).
+    #[inline]
+    fn forwarded(&self, data: &Bytes) {
+        let st = &self.backend.stats;
+        st.get(F::Requests).incr();
+        st.get(F::RequestBytes).add(data.len() as i64);
     }
 
     /// Opens a connection now (`preconnect`).
@@ -174,11 +202,14 @@ impl ServerSlot {
         c.alive.set(true);
         let deadline = self.backend.timeout.map(|t| Instant::now() + t);
         for p in &self.backend.preamble[dialect as usize] {
-            c.queue.borrow_mut().push_back(Outgoing {
-                data: p.clone(),
-                reply: ReplyTo::Swallow,
-                deadline,
-            });
+            c.push(
+                Outgoing {
+                    data: p.clone(),
+                    reply: ReplyTo::Swallow,
+                    deadline,
+                },
+                &self.backend.stats,
+            );
         }
         conns[i] = Some(c.clone());
         tokio::task::spawn_local(run(c.clone(), self.backend.clone()));
@@ -187,6 +218,7 @@ impl ServerSlot {
 }
 
 async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
+    backend.worker.opened();
     let connect = net::connect(&backend.addr);
     let first_deadline = conn.queue.borrow().front().and_then(|o| o.deadline);
     let stream = match first_deadline {
@@ -199,12 +231,15 @@ async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
     let err = match stream {
         Ok(stream) => {
             tracing::debug!("connected to server '{}'", backend.name);
+            backend.stats.get(F::ServerConnections).incr();
             let mut state = Conn {
                 stream,
                 inflight: VecDeque::new(),
                 sending: WriteQueue::default(),
             };
-            state.serve(&conn, &backend).await
+            let failure = state.serve(&conn, &backend).await;
+            backend.stats.get(F::ServerConnections).decr();
+            failure
         }
         Err(e) => {
             tracing::debug!("connect to server '{}' failed: {e}", backend.name);
@@ -213,26 +248,48 @@ async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
     };
     let (kind, inflight) = err;
     conn.alive.set(false);
+    backend.worker.closed();
+    let st = &backend.stats;
+    st.get(match kind {
+        ErrKind::ServerEof => F::ServerEof,
+        ErrKind::TimedOut => F::ServerTimedout,
+        _ => F::ServerErr,
+    })
+    .incr();
     backend.health.failed(backend.index);
-    for slot in inflight.into_iter().flatten() {
-        slot.fill(Err(kind));
+    for f in inflight {
+        st.get(F::OutQueue).decr();
+        st.get(F::OutQueueBytes).add(-(f.bytes as i64));
+        if let Some(slot) = f.slot {
+            slot.fill(Err(kind));
+        }
     }
-    conn.fail_queue(kind);
+    conn.fail_queue(kind, st);
+}
+
+/// A request written (or being written) to the backend, awaiting its reply.
+struct Inflight {
+    /// None for the preamble, whose replies are swallowed.
+    slot: Option<Rc<Slot>>,
+    deadline: Option<Instant>,
+    /// When it was taken off the queue to be written.
+    sent: Instant,
+    bytes: usize,
 }
 
 struct Conn {
     stream: Stream,
     /// Requests written (or being written), awaiting replies, FIFO.
-    inflight: VecDeque<(Option<Rc<Slot>>, Option<Instant>)>,
+    inflight: VecDeque<Inflight>,
     /// Bytes still to write.
     sending: WriteQueue,
 }
 
-type Failure = (ErrKind, Vec<Option<Rc<Slot>>>);
+type Failure = (ErrKind, Vec<Inflight>);
 
 impl Conn {
     fn fail(&mut self, kind: ErrKind) -> Failure {
-        (kind, self.inflight.drain(..).map(|(s, _)| s).collect())
+        (kind, self.inflight.drain(..).collect())
     }
 
     async fn serve(&mut self, conn: &ServerConn, backend: &Backend) -> Failure {
@@ -242,19 +299,41 @@ impl Conn {
             // Take everything queued: it is written in order, so replies match FIFO.
             {
                 let mut q = conn.queue.borrow_mut();
-                while let Some(o) = q.pop_front() {
-                    match o.reply {
-                        ReplyTo::Slot(s) => self.inflight.push_back((Some(s), o.deadline)),
-                        ReplyTo::Swallow => self.inflight.push_back((None, o.deadline)),
-                        ReplyTo::Nothing => {}
+                if !q.is_empty() {
+                    let st = &backend.stats;
+                    let sent = Instant::now();
+                    let (mut n, mut bytes, mut out_n, mut out_bytes) = (0i64, 0i64, 0i64, 0i64);
+                    while let Some(o) = q.pop_front() {
+                        let len = o.data.len();
+                        n += 1;
+                        bytes += len as i64;
+                        let slot = match o.reply {
+                            ReplyTo::Slot(s) => Some(Some(s)),
+                            ReplyTo::Swallow => Some(None),
+                            ReplyTo::Nothing => None,
+                        };
+                        if let Some(slot) = slot {
+                            out_n += 1;
+                            out_bytes += len as i64;
+                            self.inflight.push_back(Inflight {
+                                slot,
+                                deadline: o.deadline,
+                                sent,
+                                bytes: len,
+                            });
+                        }
+                        self.sending.push(o.data);
                     }
-                    self.sending.push(o.data);
+                    st.get(F::InQueue).add(-n);
+                    st.get(F::InQueueBytes).add(-bytes);
+                    st.get(F::OutQueue).add(out_n);
+                    st.get(F::OutQueueBytes).add(out_bytes);
                 }
             }
             if let Err(e) = self.sending.write_to(&self.stream) {
                 return self.fail(ErrKind::from_io(&e));
             }
-            let deadline = self.inflight.iter().find_map(|(_, d)| *d);
+            let deadline = self.inflight.iter().find_map(|f| f.deadline);
             tokio::select! {
                 biased;
                 r = self.stream.readable() => {
@@ -293,6 +372,8 @@ impl Conn {
     /// hint of the next, incomplete reply.
     fn replies(&mut self, rbuf: &mut BytesMut, backend: &Backend) -> Result<usize, ErrKind> {
         let proto = backend.proto;
+        let st = &backend.stats;
+        let now = Instant::now();
         loop {
             let scanned = match proto {
                 Protocol::Redis => scan_reply(rbuf).map_err(|_| ErrKind::Invalid),
@@ -301,19 +382,24 @@ impl Conn {
             match scanned {
                 Ok(Scan::Complete(n)) => {
                     let reply = rbuf.split_to(n).freeze();
-                    let Some((slot, _)) = self.inflight.pop_front() else {
+                    let Some(f) = self.inflight.pop_front() else {
                         // A reply nobody asked for: the stream is out of sync.
                         return Err(ErrKind::Invalid);
                     };
+                    st.get(F::OutQueue).decr();
+                    st.get(F::OutQueueBytes).add(-(f.bytes as i64));
                     if proto == Protocol::Redis && is_transient_error(&reply) {
                         // nutcracker (spec §5.3): not forwarded; the connection closes.
-                        if let Some(s) = slot {
+                        if let Some(s) = f.slot {
                             s.fill(Err(ErrKind::Invalid));
                         }
                         return Err(ErrKind::Invalid);
                     }
                     backend.health.replied(backend.index);
-                    if let Some(s) = slot {
+                    if let Some(s) = f.slot {
+                        st.get(F::Responses).incr();
+                        st.get(F::ResponseBytes).add(reply.len() as i64);
+                        st.latency.observe(now.saturating_duration_since(f.sent));
                         s.fill(Ok(reply));
                     }
                 }

@@ -10,9 +10,10 @@ use crate::net::{StdListener, Stream};
 use crate::proto::redis::request::{put_array_header, put_bulk};
 use crate::route::Router;
 use crate::server::{Backend, Dialect, HealthSink, ServerSlot};
+use crate::stats::metrics::{PoolField, PoolStats, WorkerStats};
 use bytes::Bytes;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -23,25 +24,38 @@ use tokio_util::task::TaskTracker;
 pub struct PoolShared {
     pub conf: PoolConf,
     pub router: Router,
-    pub health: PoolHealth,
-    /// Open client connections, across workers (`client_connections`).
+    pub health: Arc<PoolHealth>,
+    /// Open client connections, across workers (enforces `client_connections`).
     pub clients: AtomicU32,
+    /// Worker accept loops running for the pool (`/healthz`).
+    pub listening: Arc<AtomicUsize>,
 }
 
 impl PoolShared {
     pub fn new(conf: PoolConf) -> PoolShared {
         let router = Router::new(conf.distribution, conf.hash, conf.hash_tag, conf.nodes());
-        let health = PoolHealth::new(
+        let health = Arc::new(PoolHealth::new(
             conf.auto_eject_hosts,
             conf.server_failure_limit,
             conf.server_retry_timeout,
             conf.servers.len(),
-        );
+        ));
         PoolShared {
             conf,
             router,
             health,
             clients: AtomicU32::new(0),
+            listening: Arc::default(),
+        }
+    }
+
+    /// What the stats side needs to know about the pool.
+    pub fn meta(&self) -> crate::stats::PoolMeta {
+        crate::stats::PoolMeta {
+            name: self.conf.name.clone(),
+            servers: self.conf.servers.iter().map(|s| s.name.clone()).collect(),
+            health: self.health.clone(),
+            listening: self.listening.clone(),
         }
     }
 }
@@ -57,11 +71,14 @@ impl HealthSink for PoolShared {
     }
 }
 
-/// A pool as one worker sees it: the shared part and this worker's servers.
+/// A pool as one worker sees it: the shared part, this worker's servers and
+/// this worker's metrics.
 #[derive(Debug)]
 pub struct PoolLocal {
     pub shared: Arc<PoolShared>,
     pub servers: Vec<ServerSlot>,
+    pub stats: Arc<PoolStats>,
+    pub worker: Arc<WorkerStats>,
 }
 
 fn command(args: &[&[u8]]) -> Bytes {
@@ -73,7 +90,13 @@ fn command(args: &[&[u8]]) -> Bytes {
     out.into()
 }
 
-fn backend(pool: &Arc<PoolShared>, index: usize, s: &ServerConf) -> Backend {
+fn backend(
+    pool: &Arc<PoolShared>,
+    index: usize,
+    s: &ServerConf,
+    stats: &PoolStats,
+    worker: &Arc<WorkerStats>,
+) -> Backend {
     let conf = &pool.conf;
     let mut preamble = [Vec::new(), Vec::new()];
     if conf.redis {
@@ -100,6 +123,8 @@ fn backend(pool: &Arc<PoolShared>, index: usize, s: &ServerConf) -> Backend {
         name: s.name.clone(),
         timeout: conf.timeout,
         preamble,
+        stats: stats.servers.get(index).cloned().unwrap_or_default(),
+        worker: worker.clone(),
     }
 }
 
@@ -111,6 +136,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Runs one worker until `shutdown`, then drains its clients.
 pub fn run(
     pools: Vec<(Arc<PoolShared>, StdListener)>,
+    stats: Arc<WorkerStats>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
@@ -119,17 +145,30 @@ pub fn run(
     let local = tokio::task::LocalSet::new();
     local.block_on(&rt, async move {
         let tracker = TaskTracker::new();
-        for (shared, listener) in pools {
+        for (index, (shared, listener)) in pools.into_iter().enumerate() {
+            let pool_stats = stats
+                .pools
+                .get(index)
+                .cloned()
+                .unwrap_or_else(|| Arc::new(PoolStats::new(shared.conf.servers.len())));
             let servers = shared
                 .conf
                 .servers
                 .iter()
                 .enumerate()
                 .map(|(i, s)| {
-                    ServerSlot::new(backend(&shared, i, s), shared.conf.server_connections)
+                    ServerSlot::new(
+                        backend(&shared, i, s, &pool_stats, &stats),
+                        shared.conf.server_connections,
+                    )
                 })
                 .collect();
-            let pool = Rc::new(PoolLocal { shared, servers });
+            let pool = Rc::new(PoolLocal {
+                shared,
+                servers,
+                stats: pool_stats,
+                worker: stats.clone(),
+            });
             if pool.shared.conf.preconnect {
                 for s in &pool.servers {
                     s.preconnect();
@@ -199,6 +238,11 @@ async fn accept_loop(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
+    let listening = pool.shared.listening.clone();
+    listening.fetch_add(1, Ordering::Relaxed);
+    let _down = scopeguard(move || {
+        listening.fetch_sub(1, Ordering::Relaxed);
+    });
     loop {
         let stream = tokio::select! {
             r = listener.accept() => r,
@@ -226,11 +270,34 @@ async fn accept_loop(
             if limit > 0 && n > limit {
                 refuse(stream).await;
             } else {
-                client::serve(stream, pool2.clone(), shutdown2).await;
+                let (w, p) = (&pool2.worker, &pool2.stats);
+                w.opened();
+                p.get(PoolField::ClientConnections).incr();
+                let end = client::serve(stream, pool2.clone(), shutdown2).await;
+                p.get(PoolField::ClientConnections).decr();
+                w.closed();
+                match end {
+                    client::End::Eof => p.get(PoolField::ClientEof).incr(),
+                    client::End::Error => p.get(PoolField::ClientErr).incr(),
+                    client::End::Shutdown => {}
+                }
             }
             pool2.shared.clients.fetch_sub(1, Ordering::Relaxed);
         });
     }
+}
+
+/// Runs `f` when dropped (also when the task is cancelled at shutdown).
+fn scopeguard(f: impl FnOnce()) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f();
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 /// Over `client_connections`: say why, then close.

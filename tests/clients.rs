@@ -24,25 +24,11 @@ fn memcache_pool(backends: &[&Proc]) -> impl Fn(u16) -> String {
     }
 }
 
-/// The python with redis-py and pymemcache: `target/pyenv` (made by
-/// scripts/test), else `$SHARDPROXY_PYTHON`, else python3.
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("SHARDPROXY_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python3");
-    if venv.exists() {
-        venv
-    } else {
-        "python3".into()
-    }
-}
-
 fn run_python(script: &str, args: &[String]) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/clients")
         .join(script);
-    let out = std::process::Command::new(python())
+    let out = std::process::Command::new(support::python())
         .arg(&path)
         .args(args)
         .output()

@@ -7,6 +7,7 @@ use super::{Pending, Session};
 use crate::dist::NoServer;
 use crate::msg::{ErrKind, Protocol, Slot};
 use crate::route::Router;
+use crate::stats::metrics::{Class, PoolField};
 use bytes::Bytes;
 use std::ops::Range;
 use std::rc::Rc;
@@ -58,11 +59,18 @@ pub fn send_parts(
         s.pool.servers[*idx].send_in(s.dialect, wire(members), slot.clone());
         parts.push(slot);
     }
-    s.pending.push_back(Pending::Frags(Box::new(Frags {
-        parts,
-        order: plan.order,
-        merge,
-    })));
+    s.pool
+        .stats
+        .get(PoolField::Fragments)
+        .add(parts.len() as i64);
+    s.owe(
+        Pending::Frags(Box::new(Frags {
+            parts,
+            order: plan.order,
+            merge,
+        })),
+        Class::Multi,
+    );
 }
 
 /// How the parts' replies become the client's reply.
@@ -87,9 +95,11 @@ impl Frags {
         self.parts.iter().all(|p| p.is_done())
     }
 
-    /// The client's reply, built from every part's reply. A part that failed
-    /// fails the whole request (one error reply; the connection stays open).
-    pub fn coalesce(&mut self) -> Bytes {
+    /// The client's reply, built from every part's reply, and whether it is
+    /// the proxy's error because a part could not be forwarded. A part that
+    /// failed fails the whole request (one error reply; the connection stays
+    /// open).
+    pub fn coalesce(&mut self) -> (Bytes, bool) {
         let proto = match self.merge {
             Merge::Redis(_) => Protocol::Redis,
             Merge::Memcache { .. } => Protocol::Memcache,
@@ -98,15 +108,16 @@ impl Frags {
         for p in &self.parts {
             match p.take() {
                 Some(Ok(r)) => replies.push(r),
-                Some(Err(e)) => return proto.error_reply(e),
-                None => return proto.error_reply(ErrKind::Io),
+                Some(Err(e)) => return (proto.error_reply(e), true),
+                None => return (proto.error_reply(ErrKind::Io), true),
             }
         }
-        match &self.merge {
+        let merged = match &self.merge {
             Merge::Redis(kind) => super::redis::merge(*kind, &replies, &self.order),
             Merge::Memcache { req, keys } => {
                 super::memcache::merge(req, keys, &replies, &self.order)
             }
-        }
+        };
+        (merged, false)
     }
 }

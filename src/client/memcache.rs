@@ -14,6 +14,7 @@ use crate::dist::NoServer;
 use crate::msg::{ErrKind, Slot};
 use crate::proto::memcache::{scan_request, values, Command, Limits, Request, Skip, Value};
 use crate::proto::Scan;
+use crate::stats::metrics::Class;
 use bytes::{Buf, Bytes, BytesMut};
 use std::ops::Range;
 
@@ -69,7 +70,7 @@ fn scan_all(s: &mut Session, rbuf: &mut BytesMut, req: &mut Request) -> usize {
                         s.swallow_line = true;
                     }
                     Skip::Close => {
-                        s.closing = true;
+                        s.break_off();
                         rbuf.clear();
                     }
                 }
@@ -80,7 +81,7 @@ fn scan_all(s: &mut Session, rbuf: &mut BytesMut, req: &mut Request) -> usize {
 }
 
 fn ready(s: &mut Session, bytes: impl Into<Bytes>) {
-    s.pending.push_back(Pending::Ready(bytes.into()));
+    s.ready(bytes);
 }
 
 fn handle(s: &mut Session, req: Bytes, r: &Request) {
@@ -92,7 +93,7 @@ fn handle(s: &mut Session, req: Bytes, r: &Request) {
     }
     match r.cmd {
         Command::Quit => {
-            s.pending.push_back(Pending::Close);
+            s.owe(Pending::Close, Class::Local);
             s.closing = true;
         }
         Command::Version => ready(s, VERSION),
@@ -109,9 +110,20 @@ fn handle(s: &mut Session, req: Bytes, r: &Request) {
                 Ok(idx) => {
                     let slot = Slot::new(s.waker.clone());
                     s.pool.servers[idx].send(req.clone(), slot.clone());
-                    s.pending.push_back(Pending::Wait(slot));
+                    let class = if r.cmd.is_retrieval() {
+                        Class::Read
+                    } else {
+                        Class::Write
+                    };
+                    s.owe(Pending::Wait(slot), class);
                 }
-                Err(_) if r.noreply => {}
+                Err(_) if r.noreply => {
+                    // Nothing to answer, but the request was not forwarded.
+                    s.pool
+                        .stats
+                        .get(crate::stats::metrics::PoolField::ForwardError)
+                        .incr();
+                }
                 Err(e) => route_error(s, key, e),
             }
         }
@@ -120,10 +132,10 @@ fn handle(s: &mut Session, req: Bytes, r: &Request) {
 
 fn route_error(s: &mut Session, key: &[u8], e: NoServer) {
     match e {
-        NoServer::AllEjected => ready(s, ErrKind::Refused.memcache_reply()),
+        NoServer::AllEjected => s.forward_error(ErrKind::Refused.memcache_reply()),
         NoServer::Unroutable => {
             let msg = format!("SERVER_ERROR {}\r\n", unroutable(s, key));
-            ready(s, msg);
+            s.forward_error(msg);
         }
     }
 }

@@ -15,10 +15,12 @@ pub mod redis;
 use crate::msg::{Protocol, Slot};
 use crate::net::{Stream, WriteQueue};
 use crate::server::Dialect;
+use crate::stats::metrics::{Class, PoolField};
 use crate::worker::PoolLocal;
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::rc::Rc;
+use std::time::Instant;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -40,6 +42,26 @@ pub enum Pending {
     Close,
 }
 
+/// A reply owed, with what its latency is recorded under.
+#[derive(Debug)]
+pub struct Owed {
+    pub reply: Pending,
+    /// When the request was read.
+    pub since: Instant,
+    pub class: Class,
+}
+
+/// How a client connection ended (stats `client_eof` / `client_err`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The client closed (EOF) or sent QUIT.
+    Eof,
+    /// A read or write error, or the proxy closed it after a framing error.
+    Error,
+    /// The proxy is shutting down.
+    Shutdown,
+}
+
 /// Per-connection state the protocol handler works with.
 #[derive(Debug)]
 pub struct Session {
@@ -49,11 +71,15 @@ pub struct Session {
     /// `HELLO 3`).
     pub dialect: Dialect,
     pub waker: Rc<Notify>,
-    pub pending: VecDeque<Pending>,
+    pub pending: VecDeque<Owed>,
+    /// When the requests being handled were read.
+    pub now: Instant,
     pub authenticated: bool,
     /// Set when the connection must close after the queued replies (QUIT, a
     /// framing error).
     pub closing: bool,
+    /// Set with `closing` when it is for a framing error.
+    pub broken: bool,
     /// memcache: bytes of a malformed request still to discard as they arrive.
     pub swallow: usize,
     /// memcache: then discard through the next newline (a bad data block).
@@ -61,6 +87,38 @@ pub struct Session {
     /// Scanner scratch space, reused for every request of the connection.
     pub args: Vec<std::ops::Range<usize>>,
     pub mc: crate::proto::memcache::Request,
+}
+
+impl Session {
+    /// Queues a reply owed to the client, in request order.
+    #[inline]
+    pub fn owe(&mut self, reply: Pending, class: Class) {
+        self.pending.push_back(Owed {
+            reply,
+            since: self.now,
+            class,
+        });
+    }
+
+    /// Queues a reply the proxy makes itself.
+    #[inline]
+    pub fn ready(&mut self, bytes: impl Into<Bytes>) {
+        self.owe(Pending::Ready(bytes.into()), Class::Local);
+    }
+
+    /// Queues the proxy's error reply for a request it could not forward
+    /// (stat `forward_error`).
+    pub fn forward_error(&mut self, bytes: impl Into<Bytes>) {
+        self.pool.stats.get(PoolField::ForwardError).incr();
+        self.ready(bytes);
+    }
+
+    /// Closes the connection after the queued replies because the byte stream
+    /// cannot be resynchronised.
+    pub fn break_off(&mut self) {
+        self.closing = true;
+        self.broken = true;
+    }
 }
 
 /// A printable, bounded rendering of a client-supplied name for error replies.
@@ -81,7 +139,7 @@ pub fn unroutable(s: &Session, key: &[u8]) -> String {
 }
 
 /// Serves one client connection until it closes.
-pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationToken) {
+pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationToken) -> End {
     let authenticated = pool.shared.conf.redis_auth.is_none();
     let proto = Protocol::of(pool.shared.conf.redis);
     let mut s = Session {
@@ -90,8 +148,10 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
         dialect: Dialect::Plain,
         waker: Rc::new(Notify::new()),
         pending: VecDeque::new(),
+        now: Instant::now(),
         authenticated,
         closing: false,
+        broken: false,
         swallow: 0,
         swallow_line: false,
         args: Vec::new(),
@@ -101,35 +161,59 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
     let mut need = 0usize;
     let mut out = WriteQueue::default();
     let mut eof = false;
+    let mut stopping = false;
+    let mut fresh = false;
     loop {
-        if !s.closing {
+        if !s.closing && fresh {
             need = match proto {
                 Protocol::Redis => redis::handle_requests(&mut s, &mut rbuf),
                 Protocol::Memcache => memcache::handle_requests(&mut s, &mut rbuf),
             };
+            fresh = false;
         }
         // Move every ready reply at the front of the queue to the output.
         let mut close_now = false;
+        let mut now = None;
+        let stats = &s.pool.stats;
         while let Some(front) = s.pending.front_mut() {
-            let ready = match front {
+            let ready = match &mut front.reply {
                 Pending::Ready(b) => Some(std::mem::take(b)),
-                Pending::Wait(slot) => slot.take().map(|o| proto.outcome_reply(o)),
-                Pending::Frags(f) => f.is_done().then(|| f.coalesce()),
+                Pending::Wait(slot) => slot.take().map(|o| {
+                    if o.is_err() {
+                        stats.get(PoolField::ForwardError).incr();
+                    }
+                    proto.outcome_reply(o)
+                }),
+                Pending::Frags(f) => f.is_done().then(|| {
+                    let (bytes, failed) = f.coalesce();
+                    if failed {
+                        stats.get(PoolField::ForwardError).incr();
+                    }
+                    bytes
+                }),
                 Pending::Close => {
                     close_now = true;
                     break;
                 }
             };
             let Some(bytes) = ready else { break };
+            let now = *now.get_or_insert_with(Instant::now);
+            stats.latency[front.class as usize].observe(now.saturating_duration_since(front.since));
             s.pending.pop_front();
             out.push(bytes);
         }
         // Write without waiting.
         if out.write_to(&stream).is_err() {
-            return;
+            return End::Error;
         }
         if out.is_empty() && (close_now || ((eof || s.closing) && s.pending.is_empty())) {
-            return;
+            return if stopping {
+                End::Shutdown
+            } else if s.broken {
+                End::Error
+            } else {
+                End::Eof
+            };
         }
         let can_read =
             !eof && !s.closing && s.pending.len() < MAX_PENDING && out.len() < MAX_UNWRITTEN;
@@ -137,27 +221,31 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
         tokio::select! {
             r = stream.readable(), if can_read => {
                 if r.is_err() {
-                    return;
+                    return End::Error;
                 }
                 if rbuf.capacity() - rbuf.len() < 4096 || need > rbuf.capacity() {
                     rbuf.reserve(need.saturating_sub(rbuf.len()).max(16 * 1024));
                 }
                 match stream.try_read_buf(&mut rbuf) {
                     Ok(0) => eof = true,
-                    Ok(_) => {}
+                    Ok(_) => {
+                        s.now = Instant::now();
+                        fresh = true;
+                    }
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    Err(_) => return,
+                    Err(_) => return End::Error,
                 }
             }
             r = stream.writable(), if !out.is_empty() => {
                 if r.is_err() {
-                    return;
+                    return End::Error;
                 }
             }
             _ = s.waker.notified(), if waiting => {}
             _ = shutdown.cancelled(), if !s.closing => {
                 // Stop taking requests; deliver what is in flight, then close.
                 s.closing = true;
+                stopping = true;
             }
         }
     }

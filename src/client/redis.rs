@@ -15,6 +15,7 @@ use crate::proto::redis::request::{is_inline, put_array_header, put_bulk};
 use crate::proto::redis::{lookup, scan_request, Fragment, Keys, Limits, Local};
 use crate::proto::Scan;
 use crate::server::Dialect;
+use crate::stats::metrics::Class;
 use bytes::{Bytes, BytesMut};
 use std::ops::Range;
 
@@ -43,11 +44,8 @@ fn scan_all(s: &mut Session, rbuf: &mut BytesMut, args: &mut Vec<Range<usize>>) 
             }
             Ok(Scan::Incomplete { hint }) => return hint,
             Err(e) => {
-                s.pending.push_back(Pending::Ready(Bytes::from(format!(
-                    "-ERR Protocol error: {}\r\n",
-                    e.0
-                ))));
-                s.closing = true;
+                s.ready(format!("-ERR Protocol error: {}\r\n", e.0));
+                s.break_off();
                 rbuf.clear();
             }
         }
@@ -56,7 +54,7 @@ fn scan_all(s: &mut Session, rbuf: &mut BytesMut, args: &mut Vec<Range<usize>>) 
 }
 
 fn ready(s: &mut Session, bytes: impl Into<Bytes>) {
-    s.pending.push_back(Pending::Ready(bytes.into()));
+    s.ready(bytes);
 }
 
 fn error(s: &mut Session, msg: &str) {
@@ -100,14 +98,17 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
     } else {
         req.clone()
     };
+    let class = if cmd.read { Class::Read } else { Class::Write };
     match cmd.keys {
-        Keys::Placeholder => forward(s, b"placeholder", wire),
+        Keys::Placeholder => forward(s, b"placeholder", wire, class),
         Keys::Eval => {
             let numkeys = std::str::from_utf8(&req[args[2].clone()])
                 .ok()
                 .and_then(|n| n.parse::<usize>().ok());
             match numkeys {
-                Some(n) if n >= 1 && argc >= 2 + n => forward(s, &req[args[3].clone()], wire),
+                Some(n) if n >= 1 && argc >= 2 + n => {
+                    forward(s, &req[args[3].clone()], wire, class)
+                }
                 _ => error(
                     s,
                     &format!(
@@ -124,7 +125,7 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
                 return error(s, "wrong number of arguments for 'mset' command");
             }
             if frag == Fragment::No || argc == step {
-                forward(s, &req[args[1].clone()], wire);
+                forward(s, &req[args[1].clone()], wire, class);
             } else {
                 fragment(s, cmd.name, frag, &req, &args[1..], step);
             }
@@ -143,7 +144,7 @@ fn answer(s: &mut Session, local: Local, req: &Bytes, args: &[Range<usize>]) {
         }
         Local::Quit => {
             ready(s, OK);
-            s.pending.push_back(Pending::Close);
+            s.owe(Pending::Close, Class::Local);
             s.closing = true;
         }
         Local::Auth => {
@@ -281,20 +282,20 @@ fn encode(req: &[u8], args: impl ExactSizeIterator<Item = Range<usize>>) -> Byte
 
 fn route_error(s: &mut Session, key: &[u8], e: NoServer) {
     match e {
-        NoServer::AllEjected => ready(s, ErrKind::Refused.redis_reply()),
+        NoServer::AllEjected => s.forward_error(ErrKind::Refused.redis_reply()),
         NoServer::Unroutable => {
             let msg = unroutable(s, key);
-            error(s, &msg);
+            s.forward_error(format!("-ERR {msg}\r\n"));
         }
     }
 }
 
-fn forward(s: &mut Session, key: &[u8], wire: Bytes) {
+fn forward(s: &mut Session, key: &[u8], wire: Bytes, class: Class) {
     match s.pool.shared.router.dispatch(key) {
         Ok(idx) => {
             let slot = Slot::new(s.waker.clone());
             s.pool.servers[idx].send_in(s.dialect, wire, slot.clone());
-            s.pending.push_back(Pending::Wait(slot));
+            s.owe(Pending::Wait(slot), class);
         }
         Err(e) => route_error(s, key, e),
     }

@@ -1,9 +1,27 @@
-//! Stats: nutcracker's metric names and descriptions (`-D`).
+//! Stats: nutcracker's stats port (the same JSON, byte for byte) and
+//! Prometheus metrics, from one set of per-worker counters.
 //!
-//! The stats port, JSON writer and Prometheus exporter build on these tables.
+//! * Workers update their own [`metrics::WorkerStats`] on the request path with
+//!   plain single-writer stores: no lock, no shared cache line.
+//! * What is process-wide is read where it lives: `server_ejects` and
+//!   `server_ejected_at` in [`crate::health`], the pool listeners' state here.
+//! * When asked (a stats-port connection, a `/metrics` scrape) the
+//!   [`Registry`] sums every worker into a [`Snapshot`]; [`json`] and [`prom`]
+//!   render it. Values are live, not up to two `-i` intervals old.
+
+pub mod json;
+pub mod metrics;
+pub mod prom;
+pub mod serve;
+
+use crate::health::PoolHealth;
+use metrics::{HistogramSum, PoolField, ServerField, WorkerStats, POOL_FIELDS, SERVER_FIELDS};
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 /// Pool-level metrics, in nutcracker's order: (name, description).
-pub const POOL_METRICS: &[(&str, &str)] = &[
+pub const POOL_METRICS: [(&str, &str); POOL_FIELDS] = [
     ("client_eof", "# eof on client connections"),
     ("client_err", "# errors on client connections"),
     ("client_connections", "# active client connections"),
@@ -16,7 +34,7 @@ pub const POOL_METRICS: &[(&str, &str)] = &[
 ];
 
 /// Server-level metrics, in nutcracker's order: (name, description).
-pub const SERVER_METRICS: &[(&str, &str)] = &[
+pub const SERVER_METRICS: [(&str, &str); SERVER_FIELDS] = [
     ("server_eof", "# eof on server connections"),
     ("server_err", "# errors on server connections"),
     ("server_timedout", "# timeouts on server connections"),
@@ -48,8 +66,185 @@ pub fn describe() -> String {
     s
 }
 
+/// What the stats side knows about a pool besides its counters.
+#[derive(Debug)]
+pub struct PoolMeta {
+    pub name: String,
+    /// Server names in server index order.
+    pub servers: Vec<String>,
+    pub health: Arc<PoolHealth>,
+    /// Worker accept loops currently running for the pool.
+    pub listening: Arc<AtomicUsize>,
+}
+
+/// Every worker's metrics and what is needed to render them.
+#[derive(Debug)]
+pub struct Registry {
+    started: u64,
+    hostname: String,
+    pools: Vec<PoolMeta>,
+    workers: Vec<Arc<WorkerStats>>,
+}
+
+fn unix_now() -> SystemTime {
+    SystemTime::now()
+}
+
+fn unix_secs(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// `gethostname()`, or `unknown` (as nutcracker).
+pub fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    if gethostname(&mut buf) != 0 {
+        return "unknown".into();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(s) if !s.is_empty() => s.to_string(),
+        _ => "unknown".into(),
+    }
+}
+
+#[allow(unsafe_code)]
+fn gethostname(buf: &mut [u8]) -> i32 {
+    // SAFETY: the pointer and length describe `buf`, which outlives the call.
+    unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) }
+}
+
+impl Registry {
+    /// A registry for `pools`, with one metrics set per worker.
+    pub fn new(pools: Vec<PoolMeta>, workers: usize) -> Registry {
+        let workers = (0..workers.max(1))
+            .map(|_| Arc::new(WorkerStats::new(pools.iter().map(|p| p.servers.len()))))
+            .collect();
+        Registry {
+            started: unix_secs(unix_now()),
+            hostname: hostname(),
+            pools,
+            workers,
+        }
+    }
+
+    /// Worker `i`'s metrics (workers are numbered from 0).
+    pub fn worker(&self, i: usize) -> Option<Arc<WorkerStats>> {
+        self.workers.get(i).cloned()
+    }
+
+    /// Every pool has a running listener.
+    pub fn all_listening(&self) -> Result<(), Vec<&str>> {
+        let down: Vec<&str> = self
+            .pools
+            .iter()
+            .filter(|p| p.listening.load(Relaxed) == 0)
+            .map(|p| p.name.as_str())
+            .collect();
+        if down.is_empty() {
+            Ok(())
+        } else {
+            Err(down)
+        }
+    }
+
+    /// Sums every worker's metrics, now.
+    pub fn snapshot(&self) -> Snapshot {
+        let now = unix_secs(unix_now());
+        let listeners = self.pools.len() as i64;
+        let mut snap = Snapshot {
+            hostname: self.hostname.clone(),
+            uptime: now.saturating_sub(self.started),
+            timestamp: now,
+            total_connections: listeners,
+            curr_connections: listeners,
+            threads: self.workers.len(),
+            pools: self
+                .pools
+                .iter()
+                .map(|p| PoolSnap {
+                    name: p.name.clone(),
+                    m: [0; POOL_FIELDS],
+                    latency: Default::default(),
+                    listening: p.listening.load(Relaxed) > 0,
+                    servers: p
+                        .servers
+                        .iter()
+                        .enumerate()
+                        .map(|(i, name)| ServerSnap {
+                            name: name.clone(),
+                            m: [0; SERVER_FIELDS],
+                            latency: HistogramSum::default(),
+                            ejected: p.health.is_ejected(i),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        };
+        for w in &self.workers {
+            snap.total_connections += w.total_connections.get();
+            snap.curr_connections += w.curr_connections.get();
+            for (ps, pw) in snap.pools.iter_mut().zip(&w.pools) {
+                for (a, m) in ps.m.iter_mut().zip(&pw.m) {
+                    *a += m.get();
+                }
+                for (a, h) in ps.latency.iter_mut().zip(&pw.latency) {
+                    h.add_to(a);
+                }
+                for (ss, sw) in ps.servers.iter_mut().zip(&pw.servers) {
+                    for (a, m) in ss.m.iter_mut().zip(&sw.m) {
+                        *a += m.get();
+                    }
+                    sw.latency.add_to(&mut ss.latency);
+                }
+            }
+        }
+        for (ps, meta) in snap.pools.iter_mut().zip(&self.pools) {
+            ps.m[PoolField::ServerEjects as usize] = meta.health.ejects.load(Relaxed) as i64;
+            for (i, ss) in ps.servers.iter_mut().enumerate() {
+                ss.m[ServerField::ServerEjectedAt as usize] = meta.health.ejected_at(i) as i64;
+            }
+        }
+        snap
+    }
+}
+
+/// Every metric summed over the workers at one moment.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub hostname: String,
+    pub uptime: u64,
+    pub timestamp: u64,
+    pub total_connections: i64,
+    pub curr_connections: i64,
+    pub threads: usize,
+    pub pools: Vec<PoolSnap>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolSnap {
+    pub name: String,
+    /// In [`POOL_METRICS`] order.
+    pub m: [i64; POOL_FIELDS],
+    /// Per [`metrics::Class`].
+    pub latency: [HistogramSum; 4],
+    pub listening: bool,
+    pub servers: Vec<ServerSnap>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSnap {
+    pub name: String,
+    /// In [`SERVER_METRICS`] order.
+    pub m: [i64; SERVER_FIELDS],
+    pub latency: HistogramSum,
+    pub ejected: bool,
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn describe_layout() {
         let d = super::describe();
@@ -58,5 +253,46 @@ mod tests {
         );
         assert!(d.contains("\"\n\nserver stats:\n  server_eof "));
         assert!(d.ends_with("  out_queue_bytes     \"current request bytes in outgoing queue\"\n"));
+    }
+
+    fn registry() -> Registry {
+        let health = Arc::new(PoolHealth::new(
+            true,
+            1,
+            std::time::Duration::from_secs(60),
+            2,
+        ));
+        Registry::new(
+            vec![PoolMeta {
+                name: "alpha".into(),
+                servers: vec!["a".into(), "b".into()],
+                health,
+                listening: Arc::new(AtomicUsize::new(2)),
+            }],
+            2,
+        )
+    }
+
+    #[test]
+    fn snapshot_sums_workers() {
+        let r = registry();
+        let (Some(w0), Some(w1)) = (r.worker(0), r.worker(1)) else {
+            panic!("two workers")
+        };
+        w0.opened();
+        w1.opened();
+        w1.closed();
+        w0.pools[0].get(PoolField::ForwardError).add(2);
+        w1.pools[0].get(PoolField::ForwardError).add(3);
+        w1.pools[0].servers[1].get(ServerField::Requests).add(7);
+        w0.pools[0].servers[1].get(ServerField::InQueue).incr();
+        w1.pools[0].servers[1].get(ServerField::InQueue).decr();
+        let s = r.snapshot();
+        assert_eq!((s.total_connections, s.curr_connections), (3, 2));
+        assert_eq!(s.pools[0].m[PoolField::ForwardError as usize], 5);
+        assert_eq!(s.pools[0].servers[1].m[ServerField::Requests as usize], 7);
+        assert_eq!(s.pools[0].servers[1].m[ServerField::InQueue as usize], 0);
+        assert!(s.pools[0].listening);
+        assert_eq!(s.threads, 2);
     }
 }

@@ -18,6 +18,9 @@ pub struct Proc {
     pub name: String,
     pub host: String,
     pub port: u16,
+    /// Proxies: the stats port (`-s`); shardproxy: the `--metrics-port`.
+    pub stats_port: u16,
+    pub metrics_port: u16,
     pub dir: tempfile::TempDir,
     child: std::process::Child,
     log: PathBuf,
@@ -147,6 +150,8 @@ pub fn start_on(
                 name: name.to_string(),
                 host,
                 port,
+                stats_port: 0,
+                metrics_port: 0,
                 dir,
                 child,
                 log,
@@ -234,19 +239,69 @@ fn memcached_on(pick: impl FnMut() -> (String, u16), extra: &[&str]) -> Proc {
     })
 }
 
-/// A proxy configuration: `yaml(port)` renders it for the listen port.
+/// A proxy configuration: `yaml(port)` renders it for the listen port. The
+/// stats port (and, for shardproxy, the metrics port) are free ports too.
 fn proxy(name: &str, bin: &str, yaml: &dyn Fn(u16) -> String, extra: &[&str]) -> Proc {
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    start(name, |port, dir| {
+    let ports = std::cell::Cell::new((0u16, 0u16));
+    let metrics = name == "shardproxy";
+    let mut p = start(name, |port, dir| {
         let conf = dir.join("proxy.yml");
         std::fs::write(&conf, yaml(port)).unwrap_or_else(|e| panic!("{e}"));
+        let (sp, mp) = (free_port(), if metrics { free_port() } else { 0 });
+        ports.set((sp, mp));
         let mut c = Command::new(bin);
         c.arg("-c")
             .arg(&conf)
-            .args(["-s", &free_port().to_string(), "-a", "127.0.0.1"]);
+            .args(["-s", &sp.to_string(), "-a", "127.0.0.1"]);
+        if metrics {
+            c.args(["--metrics-port", &mp.to_string()]);
+        }
         c.args(&extra);
         c
-    })
+    });
+    (p.stats_port, p.metrics_port) = ports.get();
+    p
+}
+
+impl Proc {
+    /// The stats port's JSON document (read to EOF).
+    pub fn stats(&self) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.stats_port))
+            .unwrap_or_else(|e| panic!("stats port {}: {e}", self.stats_port));
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut doc = String::new();
+        s.read_to_string(&mut doc)
+            .unwrap_or_else(|e| panic!("stats: {e}"));
+        doc
+    }
+
+    /// `GET path` on the metrics port: (status, body).
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.metrics_port))
+            .unwrap_or_else(|e| panic!("metrics port {}: {e}", self.metrics_port));
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let mut resp = String::new();
+        s.read_to_string(&mut resp)
+            .unwrap_or_else(|e| panic!("metrics: {e}"));
+        let status = resp
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or_else(|| panic!("not an HTTP response: {resp:?}"));
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        (status, body)
+    }
 }
 
 /// A shardproxy. Without an explicit `--threads`, `$SHARDPROXY_THREADS` (if
@@ -264,8 +319,12 @@ pub fn shardproxy(yaml: &dyn Fn(u16) -> String, extra: &[&str]) -> Proc {
 }
 
 pub fn nutcracker(yaml: &dyn Fn(u16) -> String) -> Proc {
+    nutcracker_with(yaml, &[])
+}
+
+pub fn nutcracker_with(yaml: &dyn Fn(u16) -> String, extra: &[&str]) -> Proc {
     require("nutcracker");
-    proxy("nutcracker", "nutcracker", yaml, &[])
+    proxy("nutcracker", "nutcracker", yaml, extra)
 }
 
 /// The `servers:` lines for backends.
@@ -404,4 +463,19 @@ pub fn run(bin: &str, args: &[&str]) -> (i32, String) {
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The python with redis-py, pymemcache and prometheus-client:
+/// `target/pyenv` (made by scripts/test), else `$SHARDPROXY_PYTHON`, else
+/// python3.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("SHARDPROXY_PYTHON") {
+        return p.into();
+    }
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pyenv/bin/python3");
+    if venv.exists() {
+        venv
+    } else {
+        "python3".into()
+    }
 }

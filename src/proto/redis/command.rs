@@ -70,6 +70,9 @@ pub struct Command {
     pub keys: Keys,
     pub fragment: Fragment,
     pub local: Option<Local>,
+    /// Reads data without changing it (the latency class `read`; every other
+    /// forwarded command is a `write`).
+    pub read: bool,
 }
 
 const fn fwd(name: &'static str, arity: Arity) -> Command {
@@ -79,8 +82,72 @@ const fn fwd(name: &'static str, arity: Arity) -> Command {
         keys: Keys::First,
         fragment: Fragment::No,
         local: None,
+        read: false,
     }
 }
+
+/// Commands that only read (latency class `read`).
+const READS: &[&str] = &[
+    "get",
+    "strlen",
+    "ttl",
+    "pttl",
+    "type",
+    "dump",
+    "hgetall",
+    "hkeys",
+    "hlen",
+    "hvals",
+    "llen",
+    "scard",
+    "smembers",
+    "zcard",
+    "getbit",
+    "hexists",
+    "hget",
+    "hstrlen",
+    "lindex",
+    "sismember",
+    "zrank",
+    "zrevrank",
+    "zscore",
+    "getrange",
+    "lrange",
+    "zcount",
+    "zlexcount",
+    "bitcount",
+    "bitpos",
+    "hmget",
+    "hscan",
+    "hrandfield",
+    "lpos",
+    "sdiff",
+    "sinter",
+    "sunion",
+    "srandmember",
+    "sscan",
+    "smismember",
+    "pfcount",
+    "zdiff",
+    "zinter",
+    "zmscore",
+    "zrandmember",
+    "zrange",
+    "zrangebylex",
+    "zrangebyscore",
+    "zrevrange",
+    "zrevrangebylex",
+    "zrevrangebyscore",
+    "zscan",
+    "zunion",
+    "geodist",
+    "geopos",
+    "geohash",
+    "mget",
+    "exists",
+    "command",
+    "lolwut",
+];
 
 use Arity::{AtLeast, Between, Exactly};
 
@@ -249,7 +316,11 @@ fn table() -> Vec<Command> {
             keys: Keys::None,
             fragment: Fragment::No,
             local: Some(local),
+            read: false,
         });
+    }
+    for c in &mut t {
+        c.read = READS.contains(&c.name);
     }
     t
 }
@@ -302,6 +373,11 @@ mod tests {
         assert_eq!(lookup(b"setex").map(|c| c.arity), Some(Exactly(3)));
         assert_eq!(lookup(b"eval").map(|c| c.keys), Some(Keys::Eval));
         assert_eq!(lookup(b"exists").map(|c| c.fragment), Some(Fragment::Sum));
+        assert_eq!(lookup(b"hget").map(|c| c.read), Some(true));
+        assert_eq!(lookup(b"set").map(|c| c.read), Some(false));
+        for r in READS {
+            assert!(lookup(r.as_bytes()).is_some(), "{r} is not in the table");
+        }
         assert_eq!(
             all().len(),
             KEY_ONLY.len()

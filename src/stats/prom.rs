@@ -1,0 +1,309 @@
+//! Prometheus metrics (text format 0.0.4), rendered from a [`Snapshot`] with
+//! the prometheus-client crate: every stats-port counter and gauge with
+//! `pool` (and `server`) labels, latency histograms, and process metrics.
+//! Names are listed in `docs/observability.md`.
+
+use super::metrics::{Class, HistogramSum, BUCKETS_US};
+use super::{Snapshot, POOL_METRICS, SERVER_METRICS};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Pool metrics that are gauges rather than counters (by nutcracker name).
+fn is_gauge(name: &str) -> bool {
+    matches!(
+        name,
+        "client_connections"
+            | "server_connections"
+            | "in_queue"
+            | "in_queue_bytes"
+            | "out_queue"
+            | "out_queue_bytes"
+    )
+}
+
+/// What the process itself reports (read from /proc at scrape time).
+#[derive(Debug, Clone, Default)]
+pub struct Process {
+    pub cpu_seconds: f64,
+    pub resident_bytes: u64,
+    pub open_fds: u64,
+}
+
+impl Process {
+    /// Reads /proc/self; missing values stay 0.
+    pub fn read() -> Process {
+        let mut p = Process::default();
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the parenthesised command name; utime and stime are
+            // the 14th and 15th fields of the line.
+            if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) {
+                let f: Vec<&str> = rest.split(' ').collect();
+                let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+                let hz = clock_ticks();
+                p.cpu_seconds = (ticks(11) + ticks(12)) as f64 / hz;
+                p.resident_bytes =
+                    f.get(21).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * page_size();
+            }
+        }
+        if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
+            p.open_fds = d.count() as u64;
+        }
+        p
+    }
+}
+
+#[allow(unsafe_code)]
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if t > 0 {
+        t as f64
+    } else {
+        100.0
+    }
+}
+
+#[allow(unsafe_code)]
+fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if p > 0 {
+        p as u64
+    } else {
+        4096
+    }
+}
+
+#[derive(Debug)]
+struct Scrape {
+    snap: Snapshot,
+    process: Process,
+}
+
+type Labels<'a> = Vec<(&'static str, &'a str)>;
+
+fn histogram(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: &[(Labels, &HistogramSum)],
+) -> Result<(), std::fmt::Error> {
+    let mut m = enc.encode_descriptor(name, help, None, MetricType::Histogram)?;
+    for (labels, h) in series {
+        let buckets: Vec<(f64, u64)> = BUCKETS_US
+            .iter()
+            .map(|&us| us as f64 / 1e6)
+            .chain([f64::INFINITY])
+            .zip(h.counts)
+            .collect();
+        m.encode_family(labels)?.encode_histogram::<NoLabelSet>(
+            h.sum_ns as f64 / 1e9,
+            h.count(),
+            &buckets,
+            None,
+        )?;
+    }
+    Ok(())
+}
+
+fn one<M: EncodeMetric>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    metric: M,
+) -> Result<(), std::fmt::Error> {
+    let m = enc.encode_descriptor(name, help, None, metric.metric_type())?;
+    metric.encode(m)
+}
+
+impl Collector for Scrape {
+    fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let s = &self.snap;
+        one(
+            &mut enc,
+            "shardproxy_uptime_seconds",
+            "Seconds since the proxy started.",
+            ConstGauge::new(s.uptime as i64),
+        )?;
+        one(
+            &mut enc,
+            "shardproxy_connections",
+            "Open connections: pool listeners, clients and server connections (stats curr_connections).",
+            ConstGauge::new(s.curr_connections),
+        )?;
+        one(
+            &mut enc,
+            "shardproxy_connections_opened",
+            "Connections ever opened: pool listeners, clients and server connections (stats total_connections).",
+            ConstCounter::new(s.total_connections.max(0) as u64),
+        )?;
+        one(
+            &mut enc,
+            "shardproxy_worker_threads",
+            "Worker threads (--threads).",
+            ConstGauge::new(s.threads as i64),
+        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "shardproxy_build_info",
+                "Version of shardproxy and of the nutcracker it is compatible with.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(1i64).encode(m.encode_family(&[
+                ("version", crate::cli::VERSION),
+                ("nutcracker_version", crate::cli::COMPAT_VERSION),
+            ])?)?;
+        }
+        one(
+            &mut enc,
+            "process_cpu_seconds",
+            "Total user and system CPU time spent in seconds.",
+            ConstCounter::new(self.process.cpu_seconds),
+        )?;
+        one(
+            &mut enc,
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            ConstGauge::new(self.process.resident_bytes as i64),
+        )?;
+        one(
+            &mut enc,
+            "process_open_fds",
+            "Number of open file descriptors.",
+            ConstGauge::new(self.process.open_fds as i64),
+        )?;
+        {
+            let mut m = enc.encode_descriptor(
+                "shardproxy_pool_listening",
+                "1 when the pool's listener accepts connections.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for p in &s.pools {
+                ConstGauge::new(i64::from(p.listening))
+                    .encode(m.encode_family(&[("pool", p.name.as_str())])?)?;
+            }
+        }
+        for (i, (name, help)) in POOL_METRICS.iter().enumerate() {
+            let full = format!("shardproxy_{name}");
+            let kind = if is_gauge(name) {
+                MetricType::Gauge
+            } else {
+                MetricType::Counter
+            };
+            let mut m = enc.encode_descriptor(&full, help.trim_start_matches("# "), None, kind)?;
+            for p in &s.pools {
+                let labels = [("pool", p.name.as_str())];
+                let fam = m.encode_family(&labels)?;
+                if is_gauge(name) {
+                    ConstGauge::new(p.m[i]).encode(fam)?;
+                } else {
+                    ConstCounter::new(p.m[i].max(0) as u64).encode(fam)?;
+                }
+            }
+        }
+        for (i, (name, help)) in SERVER_METRICS.iter().enumerate() {
+            if *name == "server_ejected_at" {
+                continue; // below, in seconds
+            }
+            let full = format!("shardproxy_{name}");
+            let kind = if is_gauge(name) {
+                MetricType::Gauge
+            } else {
+                MetricType::Counter
+            };
+            let mut m = enc.encode_descriptor(&full, help.trim_start_matches("# "), None, kind)?;
+            for p in &s.pools {
+                for sv in &p.servers {
+                    let labels = [("pool", p.name.as_str()), ("server", sv.name.as_str())];
+                    let fam = m.encode_family(&labels)?;
+                    if is_gauge(name) {
+                        ConstGauge::new(sv.m[i]).encode(fam)?;
+                    } else {
+                        ConstCounter::new(sv.m[i].max(0) as u64).encode(fam)?;
+                    }
+                }
+            }
+        }
+        let ejected_at = super::metrics::ServerField::ServerEjectedAt as usize;
+        {
+            let mut m = enc.encode_descriptor(
+                "shardproxy_server_ejected_at_seconds",
+                "Unix time of the server's last ejection; 0 if never.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for p in &s.pools {
+                for sv in &p.servers {
+                    ConstGauge::new(sv.m[ejected_at] as f64 / 1e6).encode(m.encode_family(
+                        &[("pool", p.name.as_str()), ("server", sv.name.as_str())],
+                    )?)?;
+                }
+            }
+        }
+        {
+            let mut m = enc.encode_descriptor(
+                "shardproxy_server_ejected",
+                "1 while the server is ejected from the distribution.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for p in &s.pools {
+                for sv in &p.servers {
+                    ConstGauge::new(i64::from(sv.ejected)).encode(m.encode_family(&[
+                        ("pool", p.name.as_str()),
+                        ("server", sv.name.as_str()),
+                    ])?)?;
+                }
+            }
+        }
+        let mut series = Vec::new();
+        for p in &s.pools {
+            for (c, h) in Class::ALL.iter().zip(&p.latency) {
+                series.push((vec![("pool", p.name.as_str()), ("class", c.label())], h));
+            }
+        }
+        histogram(
+            &mut enc,
+            "shardproxy_request_duration_seconds",
+            "Client-observed request latency: request read to reply ready, by pool and command class.",
+            &series,
+        )?;
+        let mut series = Vec::new();
+        for p in &s.pools {
+            for sv in &p.servers {
+                series.push((
+                    vec![("pool", p.name.as_str()), ("server", sv.name.as_str())],
+                    &sv.latency,
+                ));
+            }
+        }
+        histogram(
+            &mut enc,
+            "shardproxy_server_response_duration_seconds",
+            "Backend response latency: request written to reply read, by server.",
+            &series,
+        )?;
+        Ok(())
+    }
+}
+
+/// Renders the `/metrics` page.
+pub fn render(snap: Snapshot, process: Process) -> String {
+    let mut reg = Registry::default();
+    reg.register_collector(Box::new(Scrape { snap, process }));
+    let mut out = String::with_capacity(16 * 1024);
+    if prometheus_client::encoding::prometheus_text::encode(&mut out, &reg).is_err() {
+        // Formatting into a String cannot fail; be safe anyway.
+        out.clear();
+    }
+    out
+}
