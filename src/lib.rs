@@ -49,11 +49,15 @@
 //! `--threads N` workers ([`worker`]), each a single-threaded tokio runtime with
 //! a `LocalSet`: it owns its listeners (one `SO_REUSEPORT` TCP socket per
 //! worker, or a shared unix listener), its clients and its own connections to
-//! every server. Per-request state is `Rc`/`RefCell`: no locks, no atomics on the
-//! request path. Process-wide state is explicit: the configuration and routing
+//! every server. Per-request state is `Rc`/`RefCell`: no locks and no atomic
+//! read-modify-write on the request path (stats and health use relaxed loads
+//! and stores, plain moves on x86-64). Process-wide state is explicit: the configuration and routing
 //! tables (`Arc`, the distribution published with `arc-swap` so a rebuild never
 //! blocks routing) and the client counts. `--threads 1` is nutcracker's topology.
-//! The main thread handles signals ([`proxy`]): SIGHUP reopens the log,
+//! Workers count into their own stats (single-writer counters, no locks); the
+//! main thread serves the stats port and `/metrics` ([`stats`]), summing every
+//! worker's counters when asked. The main thread also handles signals
+//! ([`proxy`]): SIGHUP reopens the log,
 //! SIGTTIN/SIGTTOU change the level, SIGINT/SIGTERM stop accepting and let
 //! in-flight requests finish (bounded) before exiting 0.
 //!
@@ -73,7 +77,8 @@
 //! | [`worker`] | `nc_core.c` event loop, one per thread | yes |
 //! | [`net`] | listeners, connects, socket options | yes |
 //! | [`proxy`] | start-up, signals, shutdown | yes |
-//! | [`cli`], [`log`], [`daemon`], [`stats`] | `nc.c`, `nc_log.c`, `nc_signal.c`, `nc_stats.c` | |
+//! | [`stats`] | `nc_stats.c`: per-worker counters, the stats port's JSON, Prometheus | yes (its two listeners) |
+//! | [`cli`], [`log`], [`daemon`] | `nc.c`, `nc_log.c`, `nc_signal.c` | |
 
 pub mod cli;
 pub mod client;

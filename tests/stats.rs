@@ -73,7 +73,7 @@ fn two_pools(r1: &Proc, r2: &Proc, mc: &Proc, dead: u16) -> impl Fn(u16) -> Stri
     let (a, b, m) = (r1.addr(), r2.addr(), mc.addr());
     move |port| {
         format!(
-            "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: fnv1a_64\n  servers:\n   - {a}:1\n   - {b}:1 beta_node\ngamma:\n  listen: 127.0.0.1:{}\n  hash: fnv1a_64\n  servers:\n   - {m}:1\n   - 127.0.0.1:{dead}:1 dead\n",
+            "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: murmur\n  servers:\n   - {a}:1\n   - {b}:1 beta_node\ngamma:\n  listen: 127.0.0.1:{}\n  hash: md5\n  servers:\n   - {m}:1\n   - 127.0.0.1:{dead}:1 dead\n",
             port + 1
         )
     }
@@ -569,6 +569,29 @@ fn exact_counters_and_prometheus() {
     assert_eq!(sample(&m, "shardproxy_worker_threads{}"), 2.0);
     assert_eq!(sample(&m, "shardproxy_pool_listening{pool=alpha}"), 1.0);
     assert!(sample(&m, "process_resident_memory_bytes{}") > 0.0);
+
+    // Every metric the Grafana dashboard and the docs query exists.
+    for file in ["contrib/grafana/shardproxy.json", "docs/observability.md"] {
+        let text =
+            std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(file))
+                .unwrap_or_else(|e| panic!("{file}: {e}"));
+        for (at, _) in text.match_indices("shardproxy_") {
+            let name: String = text[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if name == "shardproxy_" || name.ends_with('_') {
+                continue; // prose: "shardproxy_<field>"
+            }
+            assert!(
+                m.keys().any(|k| k.starts_with(&format!("{name}{{"))
+                    || ["_bucket{", "_count{", "_sum{"]
+                        .iter()
+                        .any(|suffix| k.starts_with(&format!("{name}{suffix}")))),
+                "{file} uses {name}, which /metrics does not have"
+            );
+        }
+    }
 
     // Health and the other paths.
     assert_eq!(p.http_get("/healthz"), (200, "ok\n".to_string()));
