@@ -28,6 +28,13 @@ use tokio_util::sync::CancellationToken;
 const MAX_PENDING: usize = 16 * 1024;
 /// Reply bytes a client may have unwritten before we stop reading from it.
 const MAX_UNWRITTEN: usize = 64 * 1024 * 1024;
+/// The read buffer of a client that has nothing in flight is released; its
+/// next read gets a small one (an idle client costs no buffer; a 2 KB
+/// allocation shares pages with others), and later reads big ones.
+const FIRST_READ: usize = 2 * 1024;
+const READ_CHUNK: usize = 16 * 1024;
+/// Below this much free space, the buffer grows before a read.
+const READ_MIN: usize = 1024;
 
 /// One reply owed to the client, in request order.
 #[derive(Debug)]
@@ -157,7 +164,7 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
         args: Vec::new(),
         mc: Default::default(),
     };
-    let mut rbuf = BytesMut::with_capacity(16 * 1024);
+    let mut rbuf = BytesMut::new();
     let mut need = 0usize;
     let mut out = WriteQueue::default();
     let mut eof = false;
@@ -215,6 +222,9 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
                 End::Eof
             };
         }
+        if s.pending.is_empty() && rbuf.is_empty() && rbuf.capacity() > 0 {
+            rbuf = BytesMut::new();
+        }
         let can_read =
             !eof && !s.closing && s.pending.len() < MAX_PENDING && out.len() < MAX_UNWRITTEN;
         let waiting = !s.pending.is_empty();
@@ -223,8 +233,9 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
                 if r.is_err() {
                     return End::Error;
                 }
-                if rbuf.capacity() - rbuf.len() < 4096 || need > rbuf.capacity() {
-                    rbuf.reserve(need.saturating_sub(rbuf.len()).max(16 * 1024));
+                if rbuf.capacity() - rbuf.len() < READ_MIN || need > rbuf.capacity() {
+                    let chunk = if rbuf.capacity() == 0 { FIRST_READ } else { READ_CHUNK };
+                    rbuf.reserve(need.saturating_sub(rbuf.len()).max(chunk));
                 }
                 match stream.try_read_buf(&mut rbuf) {
                     Ok(0) => eof = true,
