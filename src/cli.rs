@@ -60,6 +60,8 @@ struct Raw {
     metrics_port: Option<String>,
     #[arg(long = "metrics-addr")]
     metrics_addr: Option<String>,
+    #[arg(long = "client-buffer", allow_hyphen_values = true)]
+    client_buffer: Option<String>,
     /// nutcracker ignores positional arguments; so do we.
     #[arg(hide = true)]
     rest: Vec<String>,
@@ -85,6 +87,8 @@ pub struct Options {
     /// Prometheus `/metrics` and `/healthz` (off unless given).
     pub metrics_port: Option<u16>,
     pub metrics_addr: String,
+    /// Unwritten reply bytes per client before it stops being read.
+    pub client_buffer: usize,
 }
 
 /// A command-line error: the message nutcracker would print (without the
@@ -163,6 +167,17 @@ impl Options {
                 })?)
             }
         };
+        let client_buffer = match raw.client_buffer.as_deref() {
+            None => crate::client::DEFAULT_CLIENT_BUFFER,
+            Some(v) => digits(v)
+                .filter(|&n| (4096..=1 << 40).contains(&n))
+                .ok_or_else(|| {
+                    CliError(
+                        "option --client-buffer requires a number of bytes from 4096 to 2^40"
+                            .into(),
+                    )
+                })? as usize,
+        };
         Ok(Options {
             help: raw.help,
             version: raw.version,
@@ -184,6 +199,7 @@ impl Options {
             metrics_addr: raw
                 .metrics_addr
                 .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_string()),
+            client_buffer,
         })
     }
 }
@@ -240,6 +256,7 @@ pub fn usage() -> String {
                   [-c conf file] [-s stats port] [-a stats addr]
                   [-i stats interval] [-p pid file] [-m mbuf size]
                   [--threads N] [--metrics-port N] [--metrics-addr S]
+                  [--client-buffer N]
 
 Options:
   -h, --help             : this help
@@ -258,6 +275,7 @@ Options:
       --threads=N        : worker threads (default: 1, nutcracker's topology)
       --metrics-port=N   : serve Prometheus /metrics and /healthz on this port (default: off)
       --metrics-addr=S   : address for --metrics-port (default: {DEFAULT_METRICS_ADDR})
+      --client-buffer=N  : unwritten reply bytes per client before it stops being read (default: 16 MiB)
 
 "
     )
@@ -310,6 +328,9 @@ mod tests {
             err(&["--metrics-port=x"]),
             "option --metrics-port requires a number"
         );
+        let o = parse(&["--client-buffer", "65536"]).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(o.client_buffer, 65536);
+        assert!(err(&["--client-buffer", "10"]).starts_with("option --client-buffer requires"));
     }
 
     #[test]

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 /// Runs the proxy until SIGINT or SIGTERM.
 pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
     let threads = opts.threads.max(1);
+    crate::client::set_client_buffer(opts.client_buffer);
     let pools: Vec<Arc<PoolShared>> = conf
         .pools
         .into_iter()

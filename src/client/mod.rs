@@ -25,9 +25,23 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// Requests a client may have in flight before we stop reading from it.
-const MAX_PENDING: usize = 16 * 1024;
-/// Reply bytes a client may have unwritten before we stop reading from it.
-const MAX_UNWRITTEN: usize = 64 * 1024 * 1024;
+pub const MAX_PENDING: usize = 1024;
+/// Default of `--client-buffer`: reply bytes a client may have unwritten
+/// before we stop reading from it.
+pub const DEFAULT_CLIENT_BUFFER: usize = 16 * 1024 * 1024;
+
+static CLIENT_BUFFER: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(DEFAULT_CLIENT_BUFFER);
+
+/// Sets the per-client limit of unwritten reply bytes (`--client-buffer`).
+///
+/// A client that does not read its replies stops being read once this many
+/// bytes wait for it; what it can still cost is this plus the replies to the
+/// requests it already sent (at most [`MAX_PENDING`] of them, and those of
+/// one read).
+pub fn set_client_buffer(bytes: usize) {
+    CLIENT_BUFFER.store(bytes.max(1), std::sync::atomic::Ordering::Relaxed);
+}
 /// The read buffer of a client that has nothing in flight is released; its
 /// next read gets a small one (an idle client costs no buffer; a 2 KB
 /// allocation shares pages with others), and later reads big ones.
@@ -169,6 +183,7 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
     let mut out = WriteQueue::default();
     let mut eof = false;
     let mut stopping = false;
+    let max_unwritten = CLIENT_BUFFER.load(std::sync::atomic::Ordering::Relaxed);
     let mut fresh = false;
     loop {
         if !s.closing && fresh {
@@ -226,7 +241,7 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
             rbuf = BytesMut::new();
         }
         let can_read =
-            !eof && !s.closing && s.pending.len() < MAX_PENDING && out.len() < MAX_UNWRITTEN;
+            !eof && !s.closing && s.pending.len() < MAX_PENDING && out.len() < max_unwritten;
         let waiting = !s.pending.is_empty();
         tokio::select! {
             r = stream.readable(), if can_read => {

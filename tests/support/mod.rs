@@ -172,9 +172,18 @@ pub fn redis() -> Proc {
 }
 
 pub fn redis_with(extra: &[&str]) -> Proc {
+    redis_on(|| ("127.0.0.1".to_string(), free_port()), extra)
+}
+
+/// A redis-server on a given port (to restart one where it was).
+pub fn redis_at(port: u16, extra: &[&str]) -> Proc {
+    redis_on(move || ("127.0.0.1".to_string(), port), extra)
+}
+
+fn redis_on(pick: impl FnMut() -> (String, u16), extra: &[&str]) -> Proc {
     require("redis-server");
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-    start("redis-server", |port, dir| {
+    start_on("redis-server", pick, |_, port, dir| {
         let mut c = Command::new("redis-server");
         c.args([
             "--port",
