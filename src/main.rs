@@ -7,6 +7,12 @@ use shardproxy::daemon::{self, PidFile};
 use shardproxy::log::Logger;
 use std::process::ExitCode;
 
+/// mimalloc: the request path allocates small, short-lived objects (reply
+/// slots, fragments, buffers) at a high rate; glibc malloc/free took ~15% of
+/// the proxy's instructions under callgrind (docs/performance.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let opts = match Options::parse(std::env::args_os()) {
         Ok(o) => o,

@@ -27,7 +27,15 @@ pub fn plan<'k>(
     nservers: usize,
     keys: impl ExactSizeIterator<Item = &'k [u8]>,
 ) -> Result<Plan, (&'k [u8], NoServer)> {
-    let mut part_of = vec![u32::MAX; nservers];
+    // Which part each server's keys go to: on the stack for usual pools.
+    let mut small = [u32::MAX; 64];
+    let mut large = Vec::new();
+    let part_of: &mut [u32] = if nservers <= small.len() {
+        &mut small[..nservers]
+    } else {
+        large.resize(nservers, u32::MAX);
+        &mut large
+    };
     let mut plan = Plan {
         parts: Vec::new(),
         order: Vec::with_capacity(keys.len()),

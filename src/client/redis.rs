@@ -10,7 +10,7 @@ use super::frag::{plan, send_parts, Merge};
 use super::{printable, unroutable, Pending, Session};
 use crate::dist::NoServer;
 use crate::msg::{ErrKind, Slot};
-use crate::proto::redis::reply::{array_elements, integer};
+use crate::proto::redis::reply::{array_header, bulk_element, integer};
 use crate::proto::redis::request::{is_inline, put_array_header, put_bulk};
 use crate::proto::redis::{lookup, scan_request, Fragment, Keys, Limits, Local};
 use crate::proto::Scan;
@@ -356,26 +356,36 @@ pub fn merge(kind: Fragment, replies: &[Bytes], order: &[u32]) -> Bytes {
             }
         }
         Fragment::Mget | Fragment::No => {
-            let mut elems: Vec<Vec<Range<usize>>> = Vec::with_capacity(replies.len());
+            // Walk each part's reply with a cursor, taking its next element
+            // for each key in request order: no per-part element lists.
+            let mut cursor = Vec::with_capacity(replies.len());
             let mut size = 16;
             for r in replies {
-                let mut e = Vec::new();
-                if array_elements(r, &mut e).is_err() {
-                    return ErrKind::Invalid.redis_reply();
+                match array_header(r) {
+                    Ok((n, start)) => cursor.push((start, n)),
+                    Err(_) => return ErrKind::Invalid.redis_reply(),
                 }
                 size += r.len();
-                elems.push(e);
             }
-            let mut cursor = vec![0usize; replies.len()];
             let mut out = Vec::with_capacity(size);
             put_array_header(&mut out, order.len());
             for &p in order {
                 let p = p as usize;
-                match elems[p].get(cursor[p]) {
-                    Some(range) => out.extend_from_slice(&replies[p][range.clone()]),
-                    None => return ErrKind::Invalid.redis_reply(),
+                let (pos, left) = cursor[p];
+                if left == 0 {
+                    return ErrKind::Invalid.redis_reply();
                 }
-                cursor[p] += 1;
+                match bulk_element(&replies[p], pos) {
+                    Ok(end) => {
+                        out.extend_from_slice(&replies[p][pos..end]);
+                        cursor[p] = (end, left - 1);
+                    }
+                    Err(_) => return ErrKind::Invalid.redis_reply(),
+                }
+            }
+            // Every part answered exactly as many keys as it was sent.
+            if cursor.iter().any(|&(_, left)| left != 0) {
+                return ErrKind::Invalid.redis_reply();
             }
             out.into()
         }

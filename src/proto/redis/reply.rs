@@ -149,6 +149,29 @@ pub fn array_elements(reply: &[u8], out: &mut Vec<Range<usize>>) -> Result<(), R
     Ok(())
 }
 
+/// The element count of a complete array reply and where its first element
+/// starts (a null array counts 0).
+pub fn array_header(reply: &[u8]) -> Result<(usize, usize), ReplyError> {
+    if reply.first() != Some(&b'*') {
+        return Err(ReplyError);
+    }
+    let end = line(reply, 1)?.ok_or(ReplyError)?;
+    let n = signed(&reply[1..end])?;
+    Ok((n.max(0) as usize, end + 2))
+}
+
+/// The end of the bulk-string element (`$3\r\nfoo\r\n`, `$-1\r\n`, `_\r\n`)
+/// that starts at `pos` of a complete reply. Anything else is `Err`.
+pub fn bulk_element(reply: &[u8], pos: usize) -> Result<usize, ReplyError> {
+    if !matches!(reply.get(pos), Some(b'$') | Some(b'_')) {
+        return Err(ReplyError);
+    }
+    match scan_reply(&reply[pos..])? {
+        Scan::Complete(len) => Ok(pos + len),
+        Scan::Incomplete { .. } => Err(ReplyError),
+    }
+}
+
 /// The value of an integer reply (`:<n>\r\n`).
 pub fn integer(reply: &[u8]) -> Option<i64> {
     if reply.first() != Some(&b':') || reply.len() < 3 {
