@@ -188,7 +188,10 @@ fn json_matches_nutcracker() {
         let p = if which == "nutcracker" {
             nutcracker_with(&conf, &["-i", "100"])
         } else {
-            shardproxy(&conf, &[])
+            // nutcracker's topology: one worker, so one connection per server
+            // (with more workers each opens its own; exact_counters_… covers
+            // the aggregation across workers).
+            shardproxy(&conf, &["--threads", "1"])
         };
         let open = workload(p.port);
         let (doc, v) = settled(&p, |v| {
