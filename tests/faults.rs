@@ -326,3 +326,53 @@ fn soak_with_backend_kills_loses_no_reply() {
         totals.0
     );
 }
+
+#[test]
+fn a_loading_backend_fails_its_requests_like_nutcracker_then_serves() {
+    let b = redis_with(&["--enable-debug-command", "yes"]);
+    let mut direct = Conn::new(b.port);
+    assert_eq!(direct.cmd(&[b"DEBUG", b"POPULATE", b"200000"]), b"+OK\r\n");
+    // Make a reload slow, and let redis answer clients while it loads.
+    assert_eq!(
+        direct.cmd(&[b"CONFIG", b"SET", b"key-load-delay", b"20"]),
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        direct.cmd(&[
+            b"CONFIG",
+            b"SET",
+            b"loading-process-events-interval-bytes",
+            b"1024"
+        ]),
+        b"+OK\r\n"
+    );
+    let p = shardproxy(&pool(&[&b], ""), &["--threads", "1"]);
+    let mut k = Conn::new(p.port);
+    assert_eq!(k.cmd(&[b"GET", b"key:1"]), b"$7\r\nvalue:1\r\n");
+    let reload = std::thread::spawn(move || direct.cmd(&[b"DEBUG", b"RELOAD"]));
+    std::thread::sleep(Duration::from_millis(400));
+    // While it loads, redis answers -LOADING: not forwarded (nutcracker's
+    // transient-error rule, spec §5.3); one error reply each, the client
+    // connection stays open.
+    for _ in 0..3 {
+        assert_eq!(k.cmd(&[b"GET", b"key:1"]), b"-ERR Invalid argument\r\n");
+    }
+    let mut fast = Conn::new(b.port);
+    assert_eq!(
+        fast.cmd(&[b"CONFIG", b"SET", b"key-load-delay", b"0"]),
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        reload.join().unwrap_or_else(|_| panic!("reload")),
+        b"+OK\r\n"
+    );
+    eventually("the backend serves again", || {
+        k.cmd(&[b"GET", b"key:1"]) == b"$7\r\nvalue:1\r\n"
+    });
+    assert!(
+        stat(
+            &p,
+            &["alpha", &format!("127.0.0.1:{}", b.port), "server_err"]
+        ) >= 3
+    );
+}
