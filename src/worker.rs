@@ -274,8 +274,10 @@ async fn accept_loop(
                 w.opened();
                 p.get(PoolField::ClientConnections).incr();
                 let end = client::serve(stream, pool2.clone(), shutdown2).await;
-                p.get(PoolField::ClientConnections).decr();
+                // Header count first: a reader that sees the pool gauge at 0
+                // sees the connection gone from `curr_connections` too.
                 w.closed();
+                p.get(PoolField::ClientConnections).decr();
                 match end {
                     client::End::Eof => p.get(PoolField::ClientEof).incr(),
                     client::End::Error => p.get(PoolField::ClientErr).incr(),
