@@ -134,15 +134,15 @@ fn a_hung_backend_times_out_alone() {
     );
     // Meanwhile the other server answers at once, many times over.
     let mut other = Conn::new(p.port);
+    let mut slowest = Duration::ZERO;
     for _ in 0..20 {
         let t = Instant::now();
         assert_eq!(other.cmd(&[b"GET", ko.as_bytes()]), b"$1\r\nv\r\n");
-        assert!(
-            t.elapsed() < Duration::from_millis(200),
-            "{:?}",
-            t.elapsed()
-        );
+        slowest = slowest.max(t.elapsed());
     }
+    eprintln!("while a backend hangs, the slowest of 20 requests to the other took {slowest:?}");
+    // Generous for a loaded 2-core machine; typically well under 1 ms.
+    assert!(slowest < Duration::from_millis(200), "{slowest:?}");
     assert_eq!(late.reply(), b"-ERR Connection timed out\r\n");
     assert_eq!(late.reply(), b"-ERR Connection timed out\r\n");
     let waited = start.elapsed();
