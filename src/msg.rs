@@ -3,7 +3,7 @@
 //! with. Both sides share only these types.
 
 use bytes::Bytes;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use tokio::sync::Notify;
 
@@ -113,6 +113,9 @@ pub type Outcome = Result<Bytes, ErrKind>;
 pub struct Slot {
     outcome: RefCell<Option<Outcome>>,
     waker: Rc<Notify>,
+    /// For the parts of a split request: how many parts are still unanswered;
+    /// the owner is woken by the last one only (one wake-up per request).
+    countdown: Option<Rc<Cell<u32>>>,
 }
 
 impl Slot {
@@ -120,15 +123,34 @@ impl Slot {
         Rc::new(Slot {
             outcome: RefCell::new(None),
             waker,
+            countdown: None,
         })
     }
 
-    /// Sets the outcome (first one wins) and wakes the owner.
+    /// A part of a split request whose parts share `countdown` (set to the
+    /// number of parts).
+    pub fn part(waker: Rc<Notify>, countdown: Rc<Cell<u32>>) -> Rc<Slot> {
+        Rc::new(Slot {
+            outcome: RefCell::new(None),
+            waker,
+            countdown: Some(countdown),
+        })
+    }
+
+    /// Sets the outcome (first one wins) and wakes the owner (for a part: once
+    /// every part has its outcome).
     pub fn fill(&self, outcome: Outcome) {
         let mut o = self.outcome.borrow_mut();
         if o.is_none() {
             *o = Some(outcome);
             drop(o);
+            if let Some(c) = &self.countdown {
+                let left = c.get().saturating_sub(1);
+                c.set(left);
+                if left > 0 {
+                    return;
+                }
+            }
             self.waker.notify_one();
         }
     }

@@ -62,8 +62,9 @@ pub fn send_parts(
     mut wire: impl FnMut(&[u32]) -> Bytes,
 ) {
     let mut parts = Vec::with_capacity(plan.parts.len());
+    let countdown = Rc::new(std::cell::Cell::new(plan.parts.len() as u32));
     for (idx, members) in &plan.parts {
-        let slot = Slot::new(s.waker.clone());
+        let slot = Slot::part(s.waker.clone(), countdown.clone());
         s.pool.servers[*idx].send_in(s.dialect, wire(members), slot.clone());
         parts.push(slot);
     }
