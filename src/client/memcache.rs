@@ -61,7 +61,7 @@ fn scan_all(s: &mut Session, rbuf: &mut BytesMut, req: &mut Request) -> usize {
             Ok(Scan::Incomplete { hint }) => return hint,
             Err(m) => {
                 if !m.noreply {
-                    ready(s, format!("{}\r\n", m.reply));
+                    s.ready(format!("{}\r\n", m.reply));
                 }
                 match m.skip {
                     Skip::Bytes(n) => s.swallow = n,
@@ -80,10 +80,6 @@ fn scan_all(s: &mut Session, rbuf: &mut BytesMut, req: &mut Request) -> usize {
     0
 }
 
-fn ready(s: &mut Session, bytes: impl Into<Bytes>) {
-    s.ready(bytes);
-}
-
 fn handle(s: &mut Session, req: Bytes, r: &Request) {
     let keys = r.keys();
     if !keys.is_empty() {
@@ -96,10 +92,10 @@ fn handle(s: &mut Session, req: Bytes, r: &Request) {
             s.owe(Pending::Close, Class::Local);
             s.closing = true;
         }
-        Command::Version => ready(s, VERSION),
+        Command::Version => s.ready(VERSION),
         Command::Verbosity => {
             if !r.noreply {
-                ready(s, &b"OK\r\n"[..]);
+                s.ready(&b"OK\r\n"[..]);
             }
         }
         cmd if cmd.is_retrieval() && keys.len() > 1 => fragment(s, cmd, &req, r),

@@ -53,12 +53,8 @@ fn scan_all(s: &mut Session, rbuf: &mut BytesMut, args: &mut Vec<Range<usize>>) 
     0
 }
 
-fn ready(s: &mut Session, bytes: impl Into<Bytes>) {
-    s.ready(bytes);
-}
-
 fn error(s: &mut Session, msg: &str) {
-    ready(s, format!("-ERR {msg}\r\n"));
+    s.ready(format!("-ERR {msg}\r\n"));
 }
 
 fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
@@ -84,7 +80,7 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
             Some(Local::Auth) | Some(Local::Quit) | Some(Local::Hello)
         )
     {
-        ready(s, NOAUTH);
+        s.ready(NOAUTH);
         return;
     }
     if let Some(local) = cmd.local {
@@ -136,14 +132,14 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
 fn answer(s: &mut Session, local: Local, req: &Bytes, args: &[Range<usize>]) {
     let arg = |i: usize| &req[args[i].clone()];
     match local {
-        Local::Ping if args.len() == 1 => ready(s, PONG),
+        Local::Ping if args.len() == 1 => s.ready(PONG),
         Local::Ping | Local::Echo => {
             let mut out = Vec::new();
             put_bulk(&mut out, arg(1));
-            ready(s, out);
+            s.ready(out);
         }
         Local::Quit => {
-            ready(s, OK);
+            s.ready(OK);
             s.owe(Pending::Close, Class::Local);
             s.closing = true;
         }
@@ -153,7 +149,7 @@ fn answer(s: &mut Session, local: Local, req: &Bytes, args: &[Range<usize>]) {
                 None => error(s, "Client sent AUTH, but no password is set"),
                 Some(want) if constant_time_eq(want.as_bytes(), password) => {
                     s.authenticated = true;
-                    ready(s, OK);
+                    s.ready(OK);
                 }
                 Some(_) => {
                     s.authenticated = false;
@@ -164,7 +160,7 @@ fn answer(s: &mut Session, local: Local, req: &Bytes, args: &[Range<usize>]) {
         Local::Select => {
             let db = s.pool.shared.conf.redis_db;
             if arg(1) == itoa::Buffer::new().format(db).as_bytes() {
-                ready(s, OK);
+                s.ready(OK);
             } else {
                 error(s, &format!("this pool uses db {db}: SELECT of another db is not supported by the proxy"));
             }
@@ -172,7 +168,7 @@ fn answer(s: &mut Session, local: Local, req: &Bytes, args: &[Range<usize>]) {
         Local::Client => {
             let sub = arg(1).to_ascii_lowercase();
             if sub == b"setname" || sub == b"setinfo" {
-                ready(s, OK);
+                s.ready(OK);
             } else {
                 error(
                     s,
@@ -197,7 +193,7 @@ fn hello(s: &mut Session, req: &Bytes, args: &[Range<usize>]) {
         dialect = match arg(1) {
             b"2" => Dialect::Plain,
             b"3" => Dialect::Resp3,
-            _ => return ready(s, &b"-NOPROTO unsupported protocol version\r\n"[..]),
+            _ => return s.ready(&b"-NOPROTO unsupported protocol version\r\n"[..]),
         };
     }
     let mut i = 2;
@@ -218,15 +214,13 @@ fn hello(s: &mut Session, req: &Bytes, args: &[Range<usize>]) {
     }
     if let (Some(p), Some(want)) = (password, &s.pool.shared.conf.redis_auth) {
         if !constant_time_eq(want.as_bytes(), p) {
-            return ready(
-                s,
-                &b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"[..],
-            );
+            return s
+                .ready(&b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"[..]);
         }
         s.authenticated = true;
     }
     if !s.authenticated {
-        return ready(s, &b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"[..]);
+        return s.ready(&b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"[..]);
     }
     s.dialect = dialect;
     let proto: &[u8] = if dialect == Dialect::Resp3 {
@@ -260,7 +254,7 @@ fn hello(s: &mut Session, req: &Bytes, args: &[Range<usize>]) {
     }
     put_bulk(&mut out, b"modules");
     out.extend_from_slice(b"*0\r\n");
-    ready(s, out);
+    s.ready(out);
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

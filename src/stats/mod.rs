@@ -86,10 +86,6 @@ pub struct Registry {
     workers: Vec<Arc<WorkerStats>>,
 }
 
-fn unix_now() -> SystemTime {
-    SystemTime::now()
-}
-
 fn unix_secs(t: SystemTime) -> u64 {
     t.duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -121,7 +117,7 @@ impl Registry {
             .map(|_| Arc::new(WorkerStats::new(pools.iter().map(|p| p.servers.len()))))
             .collect();
         Registry {
-            started: unix_secs(unix_now()),
+            started: unix_secs(SystemTime::now()),
             hostname: hostname(),
             pools,
             workers,
@@ -150,7 +146,7 @@ impl Registry {
 
     /// Sums every worker's metrics, now.
     pub fn snapshot(&self) -> Snapshot {
-        let now = unix_secs(unix_now());
+        let now = unix_secs(SystemTime::now());
         let listeners = self.pools.len() as i64;
         let mut snap = Snapshot {
             hostname: self.hostname.clone(),

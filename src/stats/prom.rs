@@ -3,8 +3,8 @@
 //! `pool` (and `server`) labels, latency histograms, and process metrics.
 //! Names are listed in `docs/observability.md`.
 
-use super::metrics::{Class, HistogramSum, BUCKETS_US};
-use super::{Snapshot, POOL_METRICS, SERVER_METRICS};
+use super::metrics::{Class, HistogramSum, ServerField, BUCKETS_US};
+use super::{PoolSnap, ServerSnap, Snapshot, POOL_METRICS, SERVER_METRICS};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -46,10 +46,10 @@ impl Process {
             if let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) {
                 let f: Vec<&str> = rest.split(' ').collect();
                 let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-                let hz = clock_ticks();
+                let hz = sysconf(libc::_SC_CLK_TCK, 100) as f64;
                 p.cpu_seconds = (ticks(11) + ticks(12)) as f64 / hz;
-                p.resident_bytes =
-                    f.get(21).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0) * page_size();
+                p.resident_bytes = f.get(21).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+                    * sysconf(libc::_SC_PAGESIZE, 4096) as u64;
             }
         }
         if let Ok(d) = std::fs::read_dir("/proc/self/fd") {
@@ -59,25 +59,15 @@ impl Process {
     }
 }
 
+/// `sysconf(name)`, or `default` when it has no answer.
 #[allow(unsafe_code)]
-fn clock_ticks() -> f64 {
+fn sysconf(name: libc::c_int, default: i64) -> i64 {
     // SAFETY: sysconf has no preconditions.
-    let t = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if t > 0 {
-        t as f64
+    let v = unsafe { libc::sysconf(name) };
+    if v > 0 {
+        v
     } else {
-        100.0
-    }
-}
-
-#[allow(unsafe_code)]
-fn page_size() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as u64
-    } else {
-        4096
+        default
     }
 }
 
@@ -123,148 +113,169 @@ fn one<M: EncodeMetric>(
     metric.encode(m)
 }
 
+/// One labelled series' value.
+#[derive(Debug, Clone, Copy)]
+enum Val {
+    Counter(i64),
+    Gauge(i64),
+    Seconds(f64),
+}
+
+impl Val {
+    /// A stats-port field's value: a gauge or a counter by its name.
+    fn of(name: &str, v: i64) -> Val {
+        if is_gauge(name) {
+            Val::Gauge(v)
+        } else {
+            Val::Counter(v)
+        }
+    }
+
+    fn metric_type(self) -> MetricType {
+        match self {
+            Val::Counter(_) => MetricType::Counter,
+            Val::Gauge(_) | Val::Seconds(_) => MetricType::Gauge,
+        }
+    }
+}
+
+/// A metric family: one series per label set. The type is the first value's
+/// (every value of a family has the same kind); an empty family is skipped.
+fn family<'l>(
+    enc: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (Labels<'l>, Val)>,
+) -> Result<(), std::fmt::Error> {
+    let mut series = series.into_iter().peekable();
+    let Some(kind) = series.peek().map(|(_, v)| v.metric_type()) else {
+        return Ok(());
+    };
+    let mut m = enc.encode_descriptor(name, help, None, kind)?;
+    for (labels, v) in series {
+        let fam = m.encode_family(&labels)?;
+        match v {
+            Val::Counter(n) => ConstCounter::new(n.max(0) as u64).encode(fam)?,
+            Val::Gauge(n) => ConstGauge::new(n).encode(fam)?,
+            Val::Seconds(x) => ConstGauge::new(x).encode(fam)?,
+        }
+    }
+    Ok(())
+}
+
 impl Collector for Scrape {
     fn encode(&self, mut enc: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        self.encode_all(&mut enc)
+    }
+}
+
+impl Scrape {
+    fn encode_all<'s>(&'s self, enc: &mut DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let s = &self.snap;
         one(
-            &mut enc,
+            enc,
             "shardproxy_uptime_seconds",
             "Seconds since the proxy started.",
             ConstGauge::new(s.uptime as i64),
         )?;
         one(
-            &mut enc,
+            enc,
             "shardproxy_connections",
             "Open connections: pool listeners, clients and server connections (stats curr_connections).",
             ConstGauge::new(s.curr_connections),
         )?;
         one(
-            &mut enc,
+            enc,
             "shardproxy_connections_opened",
             "Connections ever opened: pool listeners, clients and server connections (stats total_connections).",
             ConstCounter::new(s.total_connections.max(0) as u64),
         )?;
         one(
-            &mut enc,
+            enc,
             "shardproxy_worker_threads",
             "Worker threads (--threads).",
             ConstGauge::new(s.threads as i64),
         )?;
-        {
-            let mut m = enc.encode_descriptor(
-                "shardproxy_build_info",
-                "Version of shardproxy and of the nutcracker it is compatible with.",
-                None,
-                MetricType::Gauge,
-            )?;
-            ConstGauge::new(1i64).encode(m.encode_family(&[
-                ("version", crate::cli::VERSION),
-                ("nutcracker_version", crate::cli::COMPAT_VERSION),
-            ])?)?;
-        }
+        family(
+            enc,
+            "shardproxy_build_info",
+            "Version of shardproxy and of the nutcracker it is compatible with.",
+            [(
+                vec![
+                    ("version", crate::cli::VERSION),
+                    ("nutcracker_version", crate::cli::COMPAT_VERSION),
+                ],
+                Val::Gauge(1),
+            )],
+        )?;
         one(
-            &mut enc,
+            enc,
             "process_cpu_seconds",
             "Total user and system CPU time spent in seconds.",
             ConstCounter::new(self.process.cpu_seconds),
         )?;
         one(
-            &mut enc,
+            enc,
             "process_resident_memory_bytes",
             "Resident memory size in bytes.",
             ConstGauge::new(self.process.resident_bytes as i64),
         )?;
         one(
-            &mut enc,
+            enc,
             "process_open_fds",
             "Number of open file descriptors.",
             ConstGauge::new(self.process.open_fds as i64),
         )?;
-        {
-            let mut m = enc.encode_descriptor(
-                "shardproxy_pool_listening",
-                "1 when the pool's listener accepts connections.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for p in &s.pools {
-                ConstGauge::new(i64::from(p.listening))
-                    .encode(m.encode_family(&[("pool", p.name.as_str())])?)?;
-            }
-        }
+        let pool = |p: &'s PoolSnap| vec![("pool", p.name.as_str())];
+        let server = |p: &'s PoolSnap, sv: &'s ServerSnap| {
+            vec![("pool", p.name.as_str()), ("server", sv.name.as_str())]
+        };
+        let servers = || {
+            s.pools
+                .iter()
+                .flat_map(|p| p.servers.iter().map(move |sv| (p, sv)))
+        };
+        family(
+            enc,
+            "shardproxy_pool_listening",
+            "1 when the pool's listener accepts connections.",
+            s.pools
+                .iter()
+                .map(|p| (pool(p), Val::Gauge(i64::from(p.listening)))),
+        )?;
         for (i, (name, help)) in POOL_METRICS.iter().enumerate() {
-            let full = format!("shardproxy_{name}");
-            let kind = if is_gauge(name) {
-                MetricType::Gauge
-            } else {
-                MetricType::Counter
-            };
-            let mut m = enc.encode_descriptor(&full, help.trim_start_matches("# "), None, kind)?;
-            for p in &s.pools {
-                let labels = [("pool", p.name.as_str())];
-                let fam = m.encode_family(&labels)?;
-                if is_gauge(name) {
-                    ConstGauge::new(p.m[i]).encode(fam)?;
-                } else {
-                    ConstCounter::new(p.m[i].max(0) as u64).encode(fam)?;
-                }
-            }
+            family(
+                enc,
+                &format!("shardproxy_{name}"),
+                help.trim_start_matches("# "),
+                s.pools.iter().map(|p| (pool(p), Val::of(name, p.m[i]))),
+            )?;
         }
         for (i, (name, help)) in SERVER_METRICS.iter().enumerate() {
-            if *name == "server_ejected_at" {
-                continue; // below, in seconds
+            if i == ServerField::ServerEjectedAt as usize {
+                // In seconds, below.
+                continue;
             }
-            let full = format!("shardproxy_{name}");
-            let kind = if is_gauge(name) {
-                MetricType::Gauge
-            } else {
-                MetricType::Counter
-            };
-            let mut m = enc.encode_descriptor(&full, help.trim_start_matches("# "), None, kind)?;
-            for p in &s.pools {
-                for sv in &p.servers {
-                    let labels = [("pool", p.name.as_str()), ("server", sv.name.as_str())];
-                    let fam = m.encode_family(&labels)?;
-                    if is_gauge(name) {
-                        ConstGauge::new(sv.m[i]).encode(fam)?;
-                    } else {
-                        ConstCounter::new(sv.m[i].max(0) as u64).encode(fam)?;
-                    }
-                }
-            }
-        }
-        let ejected_at = super::metrics::ServerField::ServerEjectedAt as usize;
-        {
-            let mut m = enc.encode_descriptor(
-                "shardproxy_server_ejected_at_seconds",
-                "Unix time of the server's last ejection; 0 if never.",
-                None,
-                MetricType::Gauge,
+            family(
+                enc,
+                &format!("shardproxy_{name}"),
+                help.trim_start_matches("# "),
+                servers().map(|(p, sv)| (server(p, sv), Val::of(name, sv.m[i]))),
             )?;
-            for p in &s.pools {
-                for sv in &p.servers {
-                    ConstGauge::new(sv.m[ejected_at] as f64 / 1e6).encode(m.encode_family(
-                        &[("pool", p.name.as_str()), ("server", sv.name.as_str())],
-                    )?)?;
-                }
-            }
         }
-        {
-            let mut m = enc.encode_descriptor(
-                "shardproxy_server_ejected",
-                "1 while the server is ejected from the distribution.",
-                None,
-                MetricType::Gauge,
-            )?;
-            for p in &s.pools {
-                for sv in &p.servers {
-                    ConstGauge::new(i64::from(sv.ejected)).encode(m.encode_family(&[
-                        ("pool", p.name.as_str()),
-                        ("server", sv.name.as_str()),
-                    ])?)?;
-                }
-            }
-        }
+        let ejected_at = ServerField::ServerEjectedAt as usize;
+        family(
+            enc,
+            "shardproxy_server_ejected_at_seconds",
+            "Unix time of the server's last ejection; 0 if never.",
+            servers().map(|(p, sv)| (server(p, sv), Val::Seconds(sv.m[ejected_at] as f64 / 1e6))),
+        )?;
+        family(
+            enc,
+            "shardproxy_server_ejected",
+            "1 while the server is ejected from the distribution.",
+            servers().map(|(p, sv)| (server(p, sv), Val::Gauge(i64::from(sv.ejected)))),
+        )?;
         let mut series = Vec::new();
         for p in &s.pools {
             for (c, h) in Class::ALL.iter().zip(&p.latency) {
@@ -272,7 +283,7 @@ impl Collector for Scrape {
             }
         }
         histogram(
-            &mut enc,
+            enc,
             "shardproxy_request_duration_seconds",
             "Client-observed request latency: request read to reply ready, by pool and command class.",
             &series,
@@ -287,7 +298,7 @@ impl Collector for Scrape {
             }
         }
         histogram(
-            &mut enc,
+            enc,
             "shardproxy_server_response_duration_seconds",
             "Backend response latency: request written to reply read, by server.",
             &series,

@@ -43,25 +43,34 @@ pub fn bind(host: &str, port: u16, what: &str) -> anyhow::Result<tokio::net::Tcp
     }
 }
 
+/// The next connection, or `None` at shutdown. Accept errors (EMFILE…) are
+/// logged and retried after a short pause instead of spinning.
+async fn accept(
+    listener: &tokio::net::TcpListener,
+    shutdown: &CancellationToken,
+    what: &str,
+) -> Option<tokio::net::TcpStream> {
+    loop {
+        tokio::select! {
+            r = listener.accept() => match r {
+                Ok((s, _)) => return Some(s),
+                Err(e) => {
+                    tracing::warn!("{what}: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            _ = shutdown.cancelled() => return None,
+        }
+    }
+}
+
 /// Serves the stats port until `shutdown`.
 pub async fn stats_port(
     listener: tokio::net::TcpListener,
     registry: Arc<Registry>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.cancelled() => return,
-        };
-        let mut stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::warn!("stats: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    while let Some(mut stream) = accept(&listener, &shutdown, "stats").await {
         let doc = json::render(&registry.snapshot());
         tokio::spawn(async move {
             let _ = tokio::time::timeout(WRITE_TIMEOUT, async {
@@ -121,19 +130,7 @@ pub async fn metrics_port(
     registry: Arc<Registry>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let accepted = tokio::select! {
-            r = listener.accept() => r,
-            _ = shutdown.cancelled() => return,
-        };
-        let stream = match accepted {
-            Ok((s, _)) => s,
-            Err(e) => {
-                tracing::warn!("metrics: accept failed: {e}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
+    while let Some(stream) = accept(&listener, &shutdown, "metrics").await {
         let registry = registry.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
