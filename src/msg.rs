@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
-use tokio::sync::Notify;
+use std::task::{Context, Poll, Waker};
 
 /// Why the proxy answers a request itself with an error (spec §5.3: nutcracker
 /// replies with strerror's text; so do we, where the cause is an errno).
@@ -103,6 +103,51 @@ impl Protocol {
     }
 }
 
+/// Wakes one task of the same worker thread: a server connection when a
+/// request is queued for it, a client when a reply landed in its slot.
+///
+/// tokio's `Notify` is built for wakers on other threads (a mutex and atomic
+/// state on every wait); on one thread a flag and the parked task's waker do.
+/// A wake-up with no task parked is kept until the next poll (a permit).
+#[derive(Default)]
+pub struct Wake {
+    woken: Cell<bool>,
+    waker: Cell<Option<Waker>>,
+}
+
+impl std::fmt::Debug for Wake {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wake")
+            .field("woken", &self.woken.get())
+            .finish()
+    }
+}
+
+impl Wake {
+    /// Wakes the task (or leaves a permit for its next poll).
+    #[inline]
+    pub fn wake(&self) {
+        if !self.woken.replace(true) {
+            if let Some(w) = self.waker.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Ready once per wake-up (consuming it); otherwise parks `cx`'s task.
+    #[inline]
+    pub fn poll(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.woken.replace(false) {
+            return Poll::Ready(());
+        }
+        match self.waker.take() {
+            Some(w) if w.will_wake(cx.waker()) => self.waker.set(Some(w)),
+            _ => self.waker.set(Some(cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+}
+
 /// The outcome of a forwarded request: the backend's raw reply, or an error.
 pub type Outcome = Result<Bytes, ErrKind>;
 
@@ -112,14 +157,14 @@ pub type Outcome = Result<Bytes, ErrKind>;
 #[derive(Debug)]
 pub struct Slot {
     outcome: RefCell<Option<Outcome>>,
-    waker: Rc<Notify>,
+    waker: Rc<Wake>,
     /// For the parts of a split request: how many parts are still unanswered;
     /// the owner is woken by the last one only (one wake-up per request).
     countdown: Option<Rc<Cell<u32>>>,
 }
 
 impl Slot {
-    pub fn new(waker: Rc<Notify>) -> Rc<Slot> {
+    pub fn new(waker: Rc<Wake>) -> Rc<Slot> {
         Rc::new(Slot {
             outcome: RefCell::new(None),
             waker,
@@ -129,7 +174,7 @@ impl Slot {
 
     /// A part of a split request whose parts share `countdown` (set to the
     /// number of parts).
-    pub fn part(waker: Rc<Notify>, countdown: Rc<Cell<u32>>) -> Rc<Slot> {
+    pub fn part(waker: Rc<Wake>, countdown: Rc<Cell<u32>>) -> Rc<Slot> {
         Rc::new(Slot {
             outcome: RefCell::new(None),
             waker,
@@ -151,7 +196,7 @@ impl Slot {
                     return;
                 }
             }
-            self.waker.notify_one();
+            self.waker.wake();
         }
     }
 
@@ -162,5 +207,63 @@ impl Slot {
     /// Takes the outcome out (once it is done).
     pub fn take(&self) -> Option<Outcome> {
         self.outcome.borrow_mut().take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::Wake as TaskWake;
+
+    struct Count(AtomicUsize);
+    impl TaskWake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn wake_parks_wakes_once_and_keeps_a_permit() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let w = Wake::default();
+        // Nothing yet: parked.
+        assert_eq!(w.poll(&mut cx), Poll::Pending);
+        // Two wake-ups before the task runs: one task wake, one Ready.
+        w.wake();
+        w.wake();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(w.poll(&mut cx), Poll::Ready(()));
+        assert_eq!(w.poll(&mut cx), Poll::Pending);
+        // A wake-up while nobody is parked is a permit for the next poll.
+        let w2 = Wake::default();
+        w2.wake();
+        assert_eq!(w2.poll(&mut cx), Poll::Ready(()));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn parts_wake_their_owner_once_when_the_last_one_lands() {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let owner = Rc::new(Wake::default());
+        assert_eq!(owner.poll(&mut cx), Poll::Pending);
+        let countdown = Rc::new(Cell::new(3));
+        let parts: Vec<_> = (0..3)
+            .map(|_| Slot::part(owner.clone(), countdown.clone()))
+            .collect();
+        parts[0].fill(Ok(Bytes::from_static(b"+a\r\n")));
+        parts[0].fill(Err(ErrKind::Io)); // first outcome wins, counted once
+        parts[2].fill(Err(ErrKind::TimedOut));
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        parts[1].fill(Ok(Bytes::from_static(b"+b\r\n")));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(owner.poll(&mut cx), Poll::Ready(()));
+        assert_eq!(parts[0].take(), Some(Ok(Bytes::from_static(b"+a\r\n"))));
+        assert_eq!(parts[2].take(), Some(Err(ErrKind::TimedOut)));
     }
 }

@@ -5,6 +5,7 @@ use crate::conf::{Listen, ServerAddr};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::io;
 use std::os::unix::fs::PermissionsExt;
+use std::task::{Context, Poll};
 
 /// A listening socket, ready to be handed to a worker.
 #[derive(Debug)]
@@ -64,10 +65,23 @@ pub enum Stream {
 }
 
 impl Stream {
-    pub async fn readable(&self) -> io::Result<()> {
+    /// Ready when the socket may be read (parks `cx`'s task otherwise). Polled
+    /// directly, not through `readable()`: that future joins a waiter list
+    /// under a mutex each time it is created.
+    #[inline]
+    pub fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self {
-            Stream::Tcp(s) => s.readable().await,
-            Stream::Unix(s) => s.readable().await,
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
+        }
+    }
+
+    /// Ready when the socket may be written (parks `cx`'s task otherwise).
+    #[inline]
+    pub fn poll_write_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Tcp(s) => s.poll_write_ready(cx),
+            Stream::Unix(s) => s.poll_write_ready(cx),
         }
     }
 
@@ -78,11 +92,49 @@ impl Stream {
         }
     }
 
+    /// Reads what the socket holds into `buf`'s spare capacity (reserve
+    /// first): `Ok(0)` is end of stream, `WouldBlock` means nothing to read.
+    ///
+    /// A short read (less than the space offered) drained the socket, so its
+    /// readiness is cleared at once: the next wait goes to epoll instead of
+    /// costing a `read` that returns `EAGAIN` (nutcracker's `recv_ready` does
+    /// the same). Nothing is missed: mio registers edge-triggered, so data
+    /// arriving after this read is a new event.
     pub fn try_read_buf(&self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.try_read_buf(buf),
-            Stream::Unix(s) => s.try_read_buf(buf),
+        if buf.len() == buf.capacity() {
+            // Never offer an empty buffer: `recv` would return 0, which means EOF.
+            buf.reserve(4096);
         }
+        let got = std::cell::Cell::new(0);
+        let read = || {
+            let spare = buf.spare_capacity_mut();
+            let room = spare.len();
+            let n = match self {
+                Stream::Tcp(s) => socket2::SockRef::from(s).recv(spare)?,
+                Stream::Unix(s) => socket2::SockRef::from(s).recv(spare)?,
+            };
+            got.set(n);
+            if n > 0 && n < room {
+                Err(io::ErrorKind::WouldBlock.into())
+            } else {
+                Ok(n)
+            }
+        };
+        let r = match self {
+            Stream::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, read),
+            Stream::Unix(s) => s.try_io(tokio::io::Interest::READABLE, read),
+        };
+        let n = match r {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock && got.get() > 0 => got.get(),
+            Err(e) => return Err(e),
+        };
+        // SAFETY: `recv` initialised the first `n` bytes of the spare capacity.
+        #[allow(unsafe_code)]
+        unsafe {
+            bytes::BufMut::advance_mut(buf, n)
+        };
+        Ok(n)
     }
 
     pub fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {

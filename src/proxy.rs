@@ -70,7 +70,7 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
             if c.redis { "redis" } else { "memcache" }
         );
     }
-    let shutdown = CancellationToken::new();
+    let shutdown = worker::Shutdown::default();
     let mut handles = Vec::with_capacity(threads);
     for (i, listeners) in per_worker.into_iter().enumerate() {
         let token = shutdown.clone();
@@ -96,17 +96,17 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
     rt.spawn(stats::serve::stats_port(
         stats_listener,
         registry.clone(),
-        shutdown.clone(),
+        shutdown.token().clone(),
     ));
     if let Some(l) = metrics_listener {
         rt.spawn(stats::serve::metrics_port(
             l,
             registry.clone(),
-            shutdown.clone(),
+            shutdown.token().clone(),
         ));
     }
-    rt.block_on(signals(&logger, &shutdown))?;
-    shutdown.cancel();
+    rt.block_on(signals(&logger, shutdown.token()))?;
+    shutdown.trigger();
     for h in handles {
         match h.join() {
             Ok(Ok(())) => {}

@@ -66,11 +66,20 @@ impl Router {
     /// The server index for `key`.
     #[inline]
     pub fn dispatch(&self, key: &[u8]) -> Result<usize, NoServer> {
+        self.routing().dispatch(key)
+    }
+
+    /// The current distribution, for routing several keys (one load for all
+    /// the keys of a multi-key request).
+    #[inline]
+    pub fn routing(&self) -> Routing {
         // nutcracker: a pool with one server never hashes.
-        if self.nodes.len() == 1 && self.strategy.own_hash.is_none() && self.whole.load(Relaxed) {
-            return Ok(0);
+        let single =
+            self.nodes.len() == 1 && self.strategy.own_hash.is_none() && self.whole.load(Relaxed);
+        Routing {
+            tag: self.tag,
+            current: (!single).then(|| self.current.load()),
         }
-        self.current.load().dispatch(route_key(self.tag, key))
     }
 
     /// Rebuilds the distribution over the servers for which `live(index)` holds,
@@ -93,6 +102,25 @@ impl Router {
     /// Every server of the pool, in index order.
     pub fn nodes(&self) -> &[Node] {
         &self.nodes
+    }
+}
+
+/// A snapshot of a router's distribution (see [`Router::routing`]).
+#[derive(Debug)]
+pub struct Routing {
+    tag: Option<[u8; 2]>,
+    /// None: the pool's one server takes every key.
+    current: Option<arc_swap::Guard<Arc<Box<dyn Distributor>>>>,
+}
+
+impl Routing {
+    /// The server index for `key`.
+    #[inline]
+    pub fn dispatch(&self, key: &[u8]) -> Result<usize, NoServer> {
+        match &self.current {
+            None => Ok(0),
+            Some(d) => d.dispatch(route_key(self.tag, key)),
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 //! on it with one error each; the next request opens a new connection.
 
 use crate::conf::ServerAddr;
-use crate::msg::{ErrKind, Protocol, Slot};
+use crate::msg::{ErrKind, Protocol, Slot, Wake};
 use crate::net::{self, Stream, WriteQueue};
 use crate::proto::memcache;
 use crate::proto::redis::reply::{is_transient_error, scan_reply};
@@ -20,10 +20,11 @@ use crate::stats::metrics::{ServerField as F, ServerStats, WorkerStats};
 use bytes::{Bytes, BytesMut};
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
-use tokio::sync::Notify;
 use tokio::time::Instant;
 
 /// Where a request's reply goes.
@@ -88,7 +89,7 @@ pub enum Dialect {
 #[derive(Debug, Default)]
 pub struct ServerConn {
     queue: RefCell<VecDeque<Outgoing>>,
-    notify: Notify,
+    wake: Wake,
     alive: Cell<bool>,
 }
 
@@ -98,7 +99,7 @@ impl ServerConn {
         stats.get(F::InQueue).incr();
         stats.get(F::InQueueBytes).add(out.data.len() as i64);
         self.queue.borrow_mut().push_back(out);
-        self.notify.notify_one();
+        self.wake.wake();
     }
 
     fn fail_queue(&self, err: ErrKind, stats: &ServerStats) {
@@ -295,6 +296,9 @@ impl Conn {
     async fn serve(&mut self, conn: &ServerConn, backend: &Backend) -> Failure {
         let mut rbuf = BytesMut::with_capacity(16 * 1024);
         let mut need = 0usize;
+        let timer = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
         loop {
             // Take everything queued: it is written in order, so replies match FIFO.
             {
@@ -333,10 +337,36 @@ impl Conn {
             if let Err(e) = self.sending.write_to(&self.stream) {
                 return self.fail(ErrKind::from_io(&e));
             }
-            let deadline = self.inflight.iter().find_map(|f| f.deadline);
-            tokio::select! {
-                biased;
-                r = self.stream.readable() => {
+            // The timer is armed at the earliest deadline and, when it fires
+            // early (that request was answered), re-armed at the next one:
+            // one timer operation per timeout period, not per request.
+            if armed.is_none() {
+                if let Some(d) = self.inflight.iter().find_map(|f| f.deadline) {
+                    timer.as_mut().reset(d);
+                    armed = Some(d);
+                }
+            }
+            let sending = !self.sending.is_empty();
+            let event = std::future::poll_fn(|cx| {
+                if let Poll::Ready(r) = self.stream.poll_read_ready(cx) {
+                    return Poll::Ready(Event::Readable(r));
+                }
+                if sending {
+                    if let Poll::Ready(r) = self.stream.poll_write_ready(cx) {
+                        return Poll::Ready(Event::Writable(r));
+                    }
+                }
+                if conn.wake.poll(cx).is_ready() {
+                    return Poll::Ready(Event::Queued);
+                }
+                if armed.is_some() && timer.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::Timer);
+                }
+                Poll::Pending
+            })
+            .await;
+            match event {
+                Event::Readable(r) => {
                     if let Err(e) = r {
                         return self.fail(ErrKind::from_io(&e));
                     }
@@ -345,24 +375,26 @@ impl Conn {
                     }
                     match self.stream.try_read_buf(&mut rbuf) {
                         Ok(0) => return self.fail(ErrKind::ServerEof),
-                        Ok(_) => {
-                            match self.replies(&mut rbuf, backend) {
-                                Ok(n) => need = n,
-                                Err(kind) => return self.fail(kind),
-                            }
-                        }
+                        Ok(_) => match self.replies(&mut rbuf, backend) {
+                            Ok(n) => need = n,
+                            Err(kind) => return self.fail(kind),
+                        },
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                         Err(e) => return self.fail(ErrKind::from_io(&e)),
                     }
                 }
-                r = self.stream.writable(), if !self.sending.is_empty() => {
+                Event::Writable(r) => {
                     if let Err(e) = r {
                         return self.fail(ErrKind::from_io(&e));
                     }
                 }
-                _ = conn.notify.notified() => {}
-                _ = sleep_until(deadline), if deadline.is_some() => {
-                    return self.fail(ErrKind::TimedOut);
+                Event::Queued => {}
+                Event::Timer => {
+                    armed = None;
+                    let first = self.inflight.iter().find_map(|f| f.deadline);
+                    if first.is_some_and(|d| d <= Instant::now()) {
+                        return self.fail(ErrKind::TimedOut);
+                    }
                 }
             }
         }
@@ -410,9 +442,12 @@ impl Conn {
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(d).await,
-        None => std::future::pending().await,
-    }
+/// What woke a server connection's loop.
+enum Event {
+    Readable(std::io::Result<()>),
+    Writable(std::io::Result<()>),
+    /// A request was queued.
+    Queued,
+    /// The armed deadline passed.
+    Timer,
 }

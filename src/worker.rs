@@ -13,7 +13,7 @@ use crate::server::{Backend, Dialect, HealthSink, ServerSlot};
 use crate::stats::metrics::{PoolField, PoolStats, WorkerStats};
 use bytes::Bytes;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -128,6 +128,32 @@ fn backend(
     }
 }
 
+/// SIGINT/SIGTERM as the workers see it. Client loops check a flag (one
+/// load per wake-up) and park on the token only once: re-polling a
+/// `CancellationToken` future takes its mutex every time.
+#[derive(Debug, Clone, Default)]
+pub struct Shutdown {
+    flag: Arc<AtomicBool>,
+    token: CancellationToken,
+}
+
+impl Shutdown {
+    /// Stops every worker: the flag first, so a task woken by the token sees it.
+    pub fn trigger(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    #[inline]
+    pub fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+
+    pub fn token(&self) -> &CancellationToken {
+        &self.token
+    }
+}
+
 const TOO_MANY: &[u8] = b"-ERR max number of clients reached\r\n";
 
 /// How long in-flight requests get to finish after SIGINT/SIGTERM.
@@ -137,7 +163,7 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 pub fn run(
     pools: Vec<(Arc<PoolShared>, StdListener)>,
     stats: Arc<WorkerStats>,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -191,7 +217,7 @@ pub fn run(
                 tracker.clone(),
             ));
         }
-        shutdown.cancelled().await;
+        shutdown.token().cancelled().await;
         tracker.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
             .await
@@ -235,7 +261,7 @@ impl Listener {
 async fn accept_loop(
     listener: Listener,
     pool: Rc<PoolLocal>,
-    shutdown: CancellationToken,
+    shutdown: Shutdown,
     tracker: TaskTracker,
 ) {
     let listening = pool.shared.listening.clone();
@@ -246,7 +272,7 @@ async fn accept_loop(
     loop {
         let stream = tokio::select! {
             r = listener.accept() => r,
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.token().cancelled() => return,
         };
         let stream = match stream {
             Ok(s) => s,

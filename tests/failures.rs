@@ -205,3 +205,32 @@ fn a_backend_killed_under_pipelined_load_loses_no_reply() {
         .sum();
     assert!(errors > 0, "the kill should have failed some requests");
 }
+
+/// The server connection keeps one timer armed at its earliest deadline and
+/// re-arms it when it fires early: a request sent after an answered one
+/// still gets its whole `timeout`, counted from when it was sent.
+#[test]
+fn timeout_counts_from_each_request_not_from_the_connection() {
+    let b = redis();
+    let yaml = {
+        let a = b.addr();
+        move |port: u16| {
+            format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 400\n  servers:\n   - {a}:1\n")
+        }
+    };
+    let p = shardproxy(&yaml, &[]);
+    let mut k = Conn::new(p.port);
+    // Arms the connection's timer at now + 400 ms; answered at once.
+    assert_eq!(k.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    std::thread::sleep(Duration::from_millis(250));
+    b.signal(libc::SIGSTOP);
+    let start = Instant::now();
+    k.send(&resp(&[b"GET", b"k"]));
+    // The first timer fires ~150 ms from now: too early for this request.
+    assert!(k.silent_for(Duration::from_millis(300)));
+    assert_eq!(k.reply(), b"-ERR Connection timed out\r\n");
+    let waited = start.elapsed();
+    b.signal(libc::SIGCONT);
+    assert!(waited >= Duration::from_millis(390), "{waited:?}");
+    assert_eq!(k.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+}

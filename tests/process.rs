@@ -17,6 +17,11 @@ fn sigterm_and_sigint_finish_in_flight_requests_and_exit_0() {
         let mut p = shardproxy(&pool(&r), &[]);
         let mut k = Conn::new(p.port);
         assert_eq!(k.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+        // Idle clients (one that never sent anything, one between requests)
+        // are closed at once, not left to the drain timeout.
+        let mut idle = Conn::new(p.port);
+        let mut between = Conn::new(p.port);
+        assert_eq!(between.cmd(&[b"PING"]), b"+PONG\r\n");
         // A request in flight when the signal arrives still gets its reply.
         let mut blocker = Conn::new(r.port);
         blocker.send(&resp(&[b"DEBUG", b"SLEEP", b"0.3"]));
@@ -31,6 +36,12 @@ fn sigterm_and_sigint_finish_in_flight_requests_and_exit_0() {
             "signal {sig}"
         );
         assert_eq!(blocker.reply(), b"+OK\r\n");
+        assert!(idle.closed() && between.closed(), "signal {sig}");
+        assert!(
+            !p.log().contains("still busy"),
+            "signal {sig}: idle clients waited for the drain timeout:\n{}",
+            p.log()
+        );
     }
 }
 

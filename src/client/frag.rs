@@ -40,8 +40,9 @@ pub fn plan<'k>(
         parts: Vec::new(),
         order: Vec::with_capacity(keys.len()),
     };
+    let routing = router.routing();
     for (i, key) in keys.enumerate() {
-        let idx = router.dispatch(key).map_err(|e| (key, e))?;
+        let idx = routing.dispatch(key).map_err(|e| (key, e))?;
         if part_of[idx] == u32::MAX {
             part_of[idx] = plan.parts.len() as u32;
             plan.parts.push((idx, Vec::new()));

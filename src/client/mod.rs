@@ -12,17 +12,17 @@ pub mod frag;
 pub mod memcache;
 pub mod redis;
 
-use crate::msg::{Protocol, Slot};
+use crate::msg::{Protocol, Slot, Wake};
 use crate::net::{Stream, WriteQueue};
 use crate::server::Dialect;
 use crate::stats::metrics::{Class, PoolField};
-use crate::worker::PoolLocal;
+use crate::worker::{PoolLocal, Shutdown};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
+use std::future::Future;
 use std::rc::Rc;
+use std::task::Poll;
 use std::time::Instant;
-use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 /// Requests a client may have in flight before we stop reading from it.
 pub const MAX_PENDING: usize = 1024;
@@ -91,7 +91,7 @@ pub struct Session {
     /// Which backend connections this client's requests use (RESP3 after
     /// `HELLO 3`).
     pub dialect: Dialect,
-    pub waker: Rc<Notify>,
+    pub waker: Rc<Wake>,
     pub pending: VecDeque<Owed>,
     /// When the requests being handled were read.
     pub now: Instant,
@@ -159,15 +159,24 @@ pub fn unroutable(s: &Session, key: &[u8]) -> String {
     )
 }
 
+/// What woke a client's loop.
+enum Event {
+    Readable(std::io::Result<()>),
+    Writable(std::io::Result<()>),
+    /// A reply landed in one of its slots.
+    Woken,
+    Shutdown,
+}
+
 /// Serves one client connection until it closes.
-pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationToken) -> End {
+pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> End {
     let authenticated = pool.shared.conf.redis_auth.is_none();
     let proto = Protocol::of(pool.shared.conf.redis);
     let mut s = Session {
         pool,
         proto,
         dialect: Dialect::Plain,
-        waker: Rc::new(Notify::new()),
+        waker: Rc::new(Wake::default()),
         pending: VecDeque::new(),
         now: Instant::now(),
         authenticated,
@@ -185,6 +194,9 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
     let mut stopping = false;
     let max_unwritten = CLIENT_BUFFER.load(std::sync::atomic::Ordering::Relaxed);
     let mut fresh = false;
+    let stop = shutdown.token().cancelled();
+    tokio::pin!(stop);
+    let mut parked_on_shutdown = false;
     loop {
         if !s.closing && fresh {
             need = match proto {
@@ -243,13 +255,46 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
         let can_read =
             !eof && !s.closing && s.pending.len() < MAX_PENDING && out.len() < max_unwritten;
         let waiting = !s.pending.is_empty();
-        tokio::select! {
-            r = stream.readable(), if can_read => {
+        let event = std::future::poll_fn(|cx| {
+            if !s.closing {
+                if shutdown.is_set() {
+                    return Poll::Ready(Event::Shutdown);
+                }
+                if !parked_on_shutdown {
+                    // Once: the token keeps this task's waker from now on.
+                    if stop.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Event::Shutdown);
+                    }
+                    parked_on_shutdown = true;
+                }
+            }
+            if waiting && s.waker.poll(cx).is_ready() {
+                return Poll::Ready(Event::Woken);
+            }
+            if can_read {
+                if let Poll::Ready(r) = stream.poll_read_ready(cx) {
+                    return Poll::Ready(Event::Readable(r));
+                }
+            }
+            if !out.is_empty() {
+                if let Poll::Ready(r) = stream.poll_write_ready(cx) {
+                    return Poll::Ready(Event::Writable(r));
+                }
+            }
+            Poll::Pending
+        })
+        .await;
+        match event {
+            Event::Readable(r) => {
                 if r.is_err() {
                     return End::Error;
                 }
                 if rbuf.capacity() - rbuf.len() < READ_MIN || need > rbuf.capacity() {
-                    let chunk = if rbuf.capacity() == 0 { FIRST_READ } else { READ_CHUNK };
+                    let chunk = if rbuf.capacity() == 0 {
+                        FIRST_READ
+                    } else {
+                        READ_CHUNK
+                    };
                     rbuf.reserve(need.saturating_sub(rbuf.len()).max(chunk));
                 }
                 match stream.try_read_buf(&mut rbuf) {
@@ -262,13 +307,13 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: CancellationTo
                     Err(_) => return End::Error,
                 }
             }
-            r = stream.writable(), if !out.is_empty() => {
+            Event::Writable(r) => {
                 if r.is_err() {
                     return End::Error;
                 }
             }
-            _ = s.waker.notified(), if waiting => {}
-            _ = shutdown.cancelled(), if !s.closing => {
+            Event::Woken => {}
+            Event::Shutdown => {
                 // Stop taking requests; deliver what is in flight, then close.
                 s.closing = true;
                 stopping = true;

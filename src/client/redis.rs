@@ -123,7 +123,7 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
             if frag == Fragment::No || argc == step {
                 forward(s, &req[args[1].clone()], wire, class);
             } else {
-                fragment(s, cmd.name, frag, &req, &args[1..], step);
+                fragment(s, cmd.name, frag, &req, args, step);
             }
         }
     }
@@ -300,25 +300,35 @@ fn fragment(
     name: &str,
     kind: Fragment,
     req: &Bytes,
-    keys: &[Range<usize>],
+    args: &[Range<usize>],
     step: usize,
 ) {
-    let groups = keys.chunks(step);
+    let keys = &args[1..];
     let plan = match plan(
         &s.pool.shared.router,
         s.pool.servers.len(),
-        groups.map(|g| &req[g[0].clone()]),
+        keys.chunks(step).map(|g| &req[g[0].clone()]),
     ) {
         Ok(p) => p,
         Err((key, e)) => return route_error(s, key, e),
     };
+    let inline = is_inline(req);
     send_parts(s, plan, Merge::Redis(kind), |members| {
         let mut wire = Vec::with_capacity(32 + members.len() * 32);
         put_array_header(&mut wire, 1 + members.len() * step);
         put_bulk(&mut wire, name.as_bytes());
         for &m in members {
-            for a in &keys[m as usize * step..(m as usize + 1) * step] {
-                put_bulk(&mut wire, &req[a.clone()]);
+            let first = 1 + m as usize * step;
+            let group = &args[first..first + step];
+            if inline {
+                for a in group {
+                    put_bulk(&mut wire, &req[a.clone()]);
+                }
+            } else {
+                // The group's arguments as the client encoded them: from the
+                // end of the argument before it to its last CRLF.
+                let from = args[first - 1].end + 2;
+                wire.extend_from_slice(&req[from..group[step - 1].end + 2]);
             }
         }
         wire.into()

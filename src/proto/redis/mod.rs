@@ -7,3 +7,69 @@ pub mod request;
 
 pub use command::{lookup, Command, Fragment, Keys, Local};
 pub use request::{scan_request, Limits, RequestError};
+
+/// A `[-]<digits>\r\n` header (`*3`, `$5`, `:-2`, `$-1` after the type byte)
+/// at `buf[from..]`, parsed in one pass: `Ok(Some((value, cr)))` with `cr`
+/// the index of its `\r`, `Ok(None)` when the line is not all here yet.
+/// Anything but at most 18 digits (after a `-`, if `signed`) before CRLF is
+/// `Err`, as soon as it is seen, so a header never buffers more than 21 bytes.
+#[inline]
+pub(crate) fn header_number(
+    buf: &[u8],
+    from: usize,
+    signed: bool,
+) -> Result<Option<(i64, usize)>, ()> {
+    let mut i = from;
+    let neg = signed && buf.get(i) == Some(&b'-');
+    if neg {
+        i += 1;
+    }
+    let digits = i;
+    let mut n: i64 = 0;
+    loop {
+        let Some(&c) = buf.get(i) else {
+            return Ok(None);
+        };
+        match c {
+            b'0'..=b'9' if i - digits < 18 => {
+                n = n * 10 + i64::from(c - b'0');
+                i += 1;
+            }
+            b'\r' if i > digits => {
+                return match buf.get(i + 1) {
+                    None => Ok(None),
+                    Some(b'\n') => Ok(Some((if neg { -n } else { n }, i))),
+                    Some(_) => Err(()),
+                };
+            }
+            _ => return Err(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::header_number;
+
+    #[test]
+    fn header_numbers() {
+        assert_eq!(header_number(b"*3\r\n", 1, false), Ok(Some((3, 2))));
+        assert_eq!(header_number(b"$-1\r\n", 1, true), Ok(Some((-1, 3))));
+        assert_eq!(header_number(b"$-1\r\n", 1, false), Err(()));
+        assert_eq!(header_number(b"$12", 1, false), Ok(None));
+        assert_eq!(header_number(b"$12\r", 1, false), Ok(None));
+        assert_eq!(header_number(b"$12\rx", 1, false), Err(()));
+        assert_eq!(header_number(b"$\r\n", 1, false), Err(()));
+        assert_eq!(header_number(b"$-\r\n", 1, true), Err(()));
+        assert_eq!(header_number(b"$1x\r\n", 1, false), Err(()));
+        assert_eq!(
+            header_number(b"$123456789012345678\r\n", 1, false),
+            Ok(Some((123456789012345678, 19)))
+        );
+        assert_eq!(header_number(b"$1234567890123456789", 1, false), Err(()));
+        assert_eq!(
+            header_number(b"$-123456789012345678\r\n", 1, true),
+            Ok(Some((-123456789012345678, 20)))
+        );
+    }
+}

@@ -25,23 +25,8 @@ fn line(buf: &[u8], from: usize) -> Result<Option<usize>, ReplyError> {
     }
 }
 
-fn signed(digits: &[u8]) -> Result<i64, ReplyError> {
-    let (neg, d) = match digits.first() {
-        Some(b'-') => (true, &digits[1..]),
-        _ => (false, digits),
-    };
-    if d.is_empty() || d.len() > 18 || !d.iter().all(u8::is_ascii_digit) {
-        return Err(ReplyError);
-    }
-    let n = d.iter().fold(0i64, |n, c| n * 10 + i64::from(c - b'0'));
-    Ok(if neg { -n } else { n })
-}
-
-/// An integer (`:`) or a big number (`(`, any count of digits).
-fn number_line(line: &[u8], kind: u8) -> Result<(), ReplyError> {
-    if kind == b':' {
-        return signed(line).map(|_| ());
-    }
+/// A big number (`(`, any count of digits).
+fn big_number(line: &[u8]) -> Result<(), ReplyError> {
     let d = line.strip_prefix(b"-").unwrap_or(line);
     if d.is_empty() || !d.iter().all(u8::is_ascii_digit) {
         return Err(ReplyError);
@@ -49,39 +34,29 @@ fn number_line(line: &[u8], kind: u8) -> Result<(), ReplyError> {
     Ok(())
 }
 
+/// A `[-]<digits>\r\n` header after the type byte at `pos`.
+#[inline]
+fn header(buf: &[u8], pos: usize) -> Result<Option<(i64, usize)>, ReplyError> {
+    super::header_number(buf, pos + 1, true).map_err(|()| ReplyError)
+}
+
 /// Scans one complete reply at the start of `buf`.
 pub fn scan_reply(buf: &[u8]) -> Result<Scan, ReplyError> {
     let mut pos = 0;
     let mut todo: u64 = 1;
     while todo > 0 {
-        if pos >= buf.len() {
+        let Some(&kind) = buf.get(pos) else {
             return Ok(Scan::Incomplete { hint: pos + 1 });
-        }
-        let kind = buf[pos];
-        let Some(end) = line(buf, pos + 1)? else {
-            return Ok(Scan::Incomplete {
-                hint: buf.len() + 1,
-            });
         };
         todo -= 1;
+        // Counted types: the header is parsed in the same pass as its CRLF.
         match kind {
-            b'+' | b'-' => {}
-            b':' | b'(' => {
-                number_line(&buf[pos + 1..end], kind)?;
-            }
-            b',' => {}
-            b'#' => {
-                if !matches!(&buf[pos + 1..end], b"t" | b"f") {
-                    return Err(ReplyError);
-                }
-            }
-            b'_' => {
-                if end != pos + 1 {
-                    return Err(ReplyError);
-                }
-            }
             b'$' | b'!' | b'=' => {
-                let n = signed(&buf[pos + 1..end])?;
+                let Some((n, end)) = header(buf, pos)? else {
+                    return Ok(Scan::Incomplete {
+                        hint: buf.len() + 1,
+                    });
+                };
                 if n >= 0 {
                     let stop = end + 2 + n as usize;
                     if buf.len() < stop + 2 {
@@ -91,17 +66,25 @@ pub fn scan_reply(buf: &[u8]) -> Result<Scan, ReplyError> {
                         return Err(ReplyError);
                     }
                     pos = stop + 2;
-                    continue;
-                } else if n != -1 || kind != b'$' {
+                } else if n == -1 && kind == b'$' {
+                    pos = end + 2;
+                } else {
                     return Err(ReplyError);
                 }
+                continue;
             }
-            b'*' | b'~' | b'>' | b'%' | b'|' => {
+            b'*' | b'~' | b'>' | b'%' | b'|' | b':' => {
                 if kind == b'>' && pos == 0 {
                     return Err(ReplyError);
                 }
-                let n = signed(&buf[pos + 1..end])?;
-                if n > 0 {
+                let Some((n, end)) = header(buf, pos)? else {
+                    return Ok(Scan::Incomplete {
+                        hint: buf.len() + 1,
+                    });
+                };
+                if kind == b':' {
+                    // An integer: nothing follows.
+                } else if n > 0 {
                     let n = n as u64;
                     todo += match kind {
                         b'%' => 2 * n,
@@ -113,6 +96,28 @@ pub fn scan_reply(buf: &[u8]) -> Result<Scan, ReplyError> {
                     return Err(ReplyError);
                 } else if kind == b'|' {
                     todo += 1;
+                }
+                pos = end + 2;
+                continue;
+            }
+            _ => {}
+        }
+        let Some(end) = line(buf, pos + 1)? else {
+            return Ok(Scan::Incomplete {
+                hint: buf.len() + 1,
+            });
+        };
+        match kind {
+            b'+' | b'-' | b',' => {}
+            b'(' => big_number(&buf[pos + 1..end])?,
+            b'#' => {
+                if !matches!(&buf[pos + 1..end], b"t" | b"f") {
+                    return Err(ReplyError);
+                }
+            }
+            b'_' => {
+                if end != pos + 1 {
+                    return Err(ReplyError);
                 }
             }
             _ => return Err(ReplyError),
@@ -131,8 +136,7 @@ pub fn array_elements(reply: &[u8], out: &mut Vec<Range<usize>>) -> Result<(), R
     if reply.first() != Some(&b'*') {
         return Err(ReplyError);
     }
-    let end = line(reply, 1)?.ok_or(ReplyError)?;
-    let n = signed(&reply[1..end])?;
+    let (n, end) = header(reply, 0)?.ok_or(ReplyError)?;
     let mut pos = end + 2;
     for _ in 0..n.max(0) {
         if !matches!(reply.get(pos), Some(b'$') | Some(b'_')) {
@@ -155,8 +159,7 @@ pub fn array_header(reply: &[u8]) -> Result<(usize, usize), ReplyError> {
     if reply.first() != Some(&b'*') {
         return Err(ReplyError);
     }
-    let end = line(reply, 1)?.ok_or(ReplyError)?;
-    let n = signed(&reply[1..end])?;
+    let (n, end) = header(reply, 0)?.ok_or(ReplyError)?;
     Ok((n.max(0) as usize, end + 2))
 }
 
@@ -174,10 +177,13 @@ pub fn bulk_element(reply: &[u8], pos: usize) -> Result<usize, ReplyError> {
 
 /// The value of an integer reply (`:<n>\r\n`).
 pub fn integer(reply: &[u8]) -> Option<i64> {
-    if reply.first() != Some(&b':') || reply.len() < 3 {
+    if reply.first() != Some(&b':') {
         return None;
     }
-    signed(&reply[1..reply.len() - 2]).ok()
+    match header(reply, 0) {
+        Ok(Some((n, end))) if end + 2 == reply.len() => Some(n),
+        _ => None,
+    }
 }
 
 /// Redis's transient failures that nutcracker does not forward (spec §5.3).

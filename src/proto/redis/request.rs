@@ -34,36 +34,6 @@ impl Default for Limits {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RequestError(pub &'static str);
 
-/// Longest `*<n>` / `$<n>` header line we wait for.
-const MAX_HEADER: usize = 32;
-
-/// Finds CRLF in `buf[from..]` within `limit` bytes; Ok(None) if not there yet.
-fn line_end(
-    buf: &[u8],
-    from: usize,
-    limit: usize,
-    what: &'static str,
-) -> Result<Option<usize>, RequestError> {
-    let window = &buf[from..buf.len().min(from + limit)];
-    match memchr::memchr(b'\n', window) {
-        Some(i) if i > 0 && window[i - 1] == b'\r' => Ok(Some(from + i - 1)),
-        Some(_) => Err(RequestError(what)),
-        None if window.len() >= limit => Err(RequestError(what)),
-        None => Ok(None),
-    }
-}
-
-fn number(digits: &[u8]) -> Option<usize> {
-    if digits.is_empty() || digits.len() > 18 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    Some(
-        digits
-            .iter()
-            .fold(0usize, |n, d| n * 10 + usize::from(d - b'0')),
-    )
-}
-
 /// Scans one request at the start of `buf`. On `Complete`, `args` holds the
 /// position of every argument (the command name first). `Complete` with no args
 /// is an empty request (`*0`, `*-1`, an empty inline line) that gets no reply.
@@ -81,22 +51,19 @@ pub fn scan_request(
     if buf[0] != b'*' {
         return scan_inline(buf, limits, args);
     }
-    let Some(end) = line_end(buf, 1, MAX_HEADER, "invalid multibulk length")? else {
+    const BAD_COUNT: RequestError = RequestError("invalid multibulk length");
+    let Some((n, end)) = super::header_number(buf, 1, true).map_err(|()| BAD_COUNT)? else {
         return Ok(Scan::Incomplete {
             hint: buf.len() + 1,
         });
     };
-    let header = &buf[1..end];
-    if header.first() == Some(&b'-') {
+    if n < 0 {
         // `*-1` (and any negative count): an empty request, like redis.
-        return match number(&header[1..]) {
-            Some(_) => Ok(Scan::Complete(end + 2)),
-            None => Err(RequestError("invalid multibulk length")),
-        };
+        return Ok(Scan::Complete(end + 2));
     }
-    let n = number(header).ok_or(RequestError("invalid multibulk length"))?;
+    let n = n as usize;
     if n > limits.max_args {
-        return Err(RequestError("invalid multibulk length"));
+        return Err(BAD_COUNT);
     }
     let mut pos = end + 2;
     // Reserve for what is already in the buffer, never for the declared count.
@@ -108,14 +75,16 @@ pub fn scan_request(
         if buf[pos] != b'$' {
             return Err(RequestError("expected '$'"));
         }
-        let Some(end) = line_end(buf, pos + 1, MAX_HEADER, "invalid bulk length")? else {
+        const BAD_LEN: RequestError = RequestError("invalid bulk length");
+        let Some((len, end)) = super::header_number(buf, pos + 1, false).map_err(|()| BAD_LEN)?
+        else {
             return Ok(Scan::Incomplete {
                 hint: buf.len() + 1,
             });
         };
-        let len = number(&buf[pos + 1..end]).ok_or(RequestError("invalid bulk length"))?;
+        let len = len as usize;
         if len > limits.max_bulk {
-            return Err(RequestError("invalid bulk length"));
+            return Err(BAD_LEN);
         }
         let start = end + 2;
         let stop = start + len;
