@@ -9,19 +9,29 @@ use crate::msg::{ErrKind, Protocol, Slot};
 use crate::route::Router;
 use crate::stats::metrics::{Class, PoolField};
 use bytes::Bytes;
+use smallvec::SmallVec;
 use std::ops::Range;
 use std::rc::Rc;
+
+/// Parts per request kept inline (no allocation): most requests touch a few
+/// servers.
+const PARTS: usize = 4;
+/// Keys per request kept inline.
+const KEYS: usize = 16;
 
 /// The keys of a request grouped per server.
 #[derive(Debug, Default)]
 pub struct Plan {
-    /// Per part: the server and the indices of its keys, in request order.
-    pub parts: Vec<(usize, Vec<u32>)>,
+    /// Per part: the server, and where the part's keys are in `members`.
+    pub parts: SmallVec<[(usize, Range<u32>); PARTS]>,
+    /// Key indices grouped by part, each group in request order.
+    pub members: SmallVec<[u32; KEYS]>,
     /// For each key (in request order), the index of its part.
-    pub order: Vec<u32>,
+    pub order: SmallVec<[u32; KEYS]>,
 }
 
-/// Routes every key; `Err` names the first key that has no server.
+/// Routes every key (against one snapshot of the distribution); `Err` names
+/// the first key that has no server. Linear in the number of keys.
 pub fn plan<'k>(
     router: &Router,
     nservers: usize,
@@ -36,36 +46,55 @@ pub fn plan<'k>(
         large.resize(nservers, u32::MAX);
         &mut large
     };
+    let n = keys.len();
     let mut plan = Plan {
-        parts: Vec::new(),
-        order: Vec::with_capacity(keys.len()),
+        parts: SmallVec::new(),
+        members: SmallVec::with_capacity(n),
+        order: SmallVec::with_capacity(n),
     };
+    // Parts in order of first appearance; `Range::end` counts keys for now.
     let routing = router.routing();
-    for (i, key) in keys.enumerate() {
+    for key in keys {
         let idx = routing.dispatch(key).map_err(|e| (key, e))?;
         if part_of[idx] == u32::MAX {
             part_of[idx] = plan.parts.len() as u32;
-            plan.parts.push((idx, Vec::new()));
+            plan.parts.push((idx, 0..0));
         }
         let p = part_of[idx];
-        plan.parts[p as usize].1.push(i as u32);
+        plan.parts[p as usize].1.end += 1;
         plan.order.push(p);
+    }
+    // Counts become ranges; then each key goes to the next place of its part.
+    let mut start = 0;
+    let mut next: SmallVec<[u32; PARTS]> = SmallVec::with_capacity(plan.parts.len());
+    for (_, r) in plan.parts.iter_mut() {
+        *r = start..start + r.end;
+        next.push(start);
+        start = r.end;
+    }
+    plan.members.resize(n, 0);
+    for (i, &p) in plan.order.iter().enumerate() {
+        let at = &mut next[p as usize];
+        plan.members[*at as usize] = i as u32;
+        *at += 1;
     }
     Ok(plan)
 }
 
 /// Sends one part per server (its wire format built by `wire` from the part's
-/// key indices) and queues the request's merged reply on the client.
+/// key indices, in request order) and queues the request's merged reply on
+/// the client.
 pub fn send_parts(
     s: &mut Session,
     plan: Plan,
     merge: Merge,
     mut wire: impl FnMut(&[u32]) -> Bytes,
 ) {
-    let mut parts = Vec::with_capacity(plan.parts.len());
+    let mut parts = SmallVec::with_capacity(plan.parts.len());
     let countdown = Rc::new(std::cell::Cell::new(plan.parts.len() as u32));
-    for (idx, members) in &plan.parts {
+    for (idx, r) in &plan.parts {
         let slot = Slot::part(s.waker.clone(), countdown.clone());
+        let members = &plan.members[r.start as usize..r.end as usize];
         s.pool.servers[*idx].send_in(s.dialect, wire(members), slot.clone());
         parts.push(slot);
     }
@@ -95,8 +124,8 @@ pub enum Merge {
 /// A request split across servers, waiting for its parts.
 #[derive(Debug)]
 pub struct Frags {
-    pub parts: Vec<Rc<Slot>>,
-    pub order: Vec<u32>,
+    pub parts: SmallVec<[Rc<Slot>; PARTS]>,
+    pub order: SmallVec<[u32; KEYS]>,
     pub merge: Merge,
 }
 
@@ -114,7 +143,7 @@ impl Frags {
             Merge::Redis(_) => Protocol::Redis,
             Merge::Memcache { .. } => Protocol::Memcache,
         };
-        let mut replies = Vec::with_capacity(self.parts.len());
+        let mut replies: SmallVec<[Bytes; PARTS]> = SmallVec::with_capacity(self.parts.len());
         for p in &self.parts {
             match p.take() {
                 Some(Ok(r)) => replies.push(r),

@@ -12,10 +12,13 @@ use super::frag::{plan, send_parts, Merge};
 use super::{unroutable, Pending, Session};
 use crate::dist::NoServer;
 use crate::msg::{ErrKind, Slot};
-use crate::proto::memcache::{scan_request, values, Command, Limits, Request, Skip, Value};
+use crate::proto::memcache::{
+    scan_request, value_at, BadReply, Command, Limits, Request, Skip, Value,
+};
 use crate::proto::Scan;
 use crate::stats::metrics::Class;
 use bytes::{Buf, Bytes, BytesMut};
+use smallvec::SmallVec;
 use std::ops::Range;
 
 const VERSION: &str = concat!("VERSION shardproxy-", env!("CARGO_PKG_VERSION"), "\r\n");
@@ -157,7 +160,14 @@ fn fragment(s: &mut Session, cmd: Command, req: &Bytes, r: &Request) {
         keys: keys.to_vec(),
     };
     send_parts(s, plan, merge, |members| {
-        let mut wire = Vec::with_capacity(head.len() + 2 + members.len() * 16);
+        // Exact size: the Bytes takes the Vec without another allocation.
+        let size = head.len()
+            + 2
+            + members
+                .iter()
+                .map(|&m| 1 + keys[m as usize].len())
+                .sum::<usize>();
+        let mut wire = Vec::with_capacity(size);
         wire.extend_from_slice(&head);
         for &m in members {
             wire.push(b' ');
@@ -171,40 +181,56 @@ fn fragment(s: &mut Session, cmd: Command, req: &Bytes, r: &Request) {
 /// Merges the parts' replies of a split retrieval: for each key in request
 /// order, the next `VALUE` block its server returned for it (misses contribute
 /// nothing; duplicated keys give duplicated blocks), then one `END`. A part
-/// that answered with an error line makes that line the whole reply.
+/// that answered with an error line makes that line the whole reply. Each
+/// part's reply is walked once with a cursor; nothing is collected per part.
 pub fn merge(req: &[u8], keys: &[Range<usize>], replies: &[Bytes], order: &[u32]) -> Bytes {
-    let mut blocks: Vec<Vec<Value>> = Vec::with_capacity(replies.len());
-    let mut size = 5;
-    for r in replies {
-        let mut v = Vec::new();
-        if values(r, &mut v).is_err() {
-            let error_line = r.starts_with(b"SERVER_ERROR")
-                || r.starts_with(b"CLIENT_ERROR")
-                || &r[..] == b"ERROR\r\n";
-            return if error_line {
-                r.clone()
-            } else {
-                ErrKind::Invalid.memcache_reply()
-            };
-        }
-        size += r.len();
-        blocks.push(v);
+    if let Some(e) = replies.iter().find(|r| {
+        r.starts_with(b"SERVER_ERROR") || r.starts_with(b"CLIENT_ERROR") || &r[..] == b"ERROR\r\n"
+    }) {
+        return e.clone();
     }
-    let mut cursor = vec![0usize; replies.len()];
+    match merge_values(req, keys, replies, order) {
+        Ok(b) => b,
+        Err(BadReply) => ErrKind::Invalid.memcache_reply(),
+    }
+}
+
+fn merge_values(
+    req: &[u8],
+    keys: &[Range<usize>],
+    replies: &[Bytes],
+    order: &[u32],
+) -> Result<Bytes, BadReply> {
+    // Per part: the block at its cursor (None at its END).
+    let mut next: SmallVec<[Option<Value>; 4]> = SmallVec::with_capacity(replies.len());
+    // Exact when every block is taken once (no misses, no leftovers).
+    let mut size = END.len();
+    for r in replies {
+        next.push(value_at(r, 0)?);
+        size += r.len().saturating_sub(END.len());
+    }
     let mut out = Vec::with_capacity(size);
     for (k, &p) in keys.iter().zip(order) {
         let p = p as usize;
-        let key = &req[k.clone()];
-        if let Some(v) = blocks[p].get(cursor[p]) {
-            if &replies[p][v.key.clone()] == key {
+        if let Some(v) = &next[p] {
+            if replies[p][v.key.clone()] == req[k.clone()] {
                 out.extend_from_slice(&replies[p][v.block.clone()]);
-                cursor[p] += 1;
+                next[p] = value_at(&replies[p], v.block.end)?;
             }
         }
     }
-    out.extend_from_slice(b"END\r\n");
-    out.into()
+    // Blocks nobody asked for are dropped, but each part must still be a
+    // well-formed reply.
+    for (p, r) in replies.iter().enumerate() {
+        while let Some(v) = next[p].take() {
+            next[p] = value_at(r, v.block.end)?;
+        }
+    }
+    out.extend_from_slice(END);
+    Ok(out.into())
 }
+
+const END: &[u8] = b"END\r\n";
 
 #[cfg(test)]
 mod tests {

@@ -17,6 +17,7 @@ use crate::proto::Scan;
 use crate::server::Dialect;
 use crate::stats::metrics::Class;
 use bytes::{Bytes, BytesMut};
+use smallvec::SmallVec;
 use std::ops::Range;
 
 const PONG: &[u8] = b"+PONG\r\n";
@@ -313,24 +314,40 @@ fn fragment(
         Err((key, e)) => return route_error(s, key, e),
     };
     let inline = is_inline(req);
+    let mut name_bulk = Vec::with_capacity(16);
+    put_bulk(&mut name_bulk, name.as_bytes());
     send_parts(s, plan, Merge::Redis(kind), |members| {
-        let mut wire = Vec::with_capacity(32 + members.len() * 32);
-        put_array_header(&mut wire, 1 + members.len() * step);
-        put_bulk(&mut wire, name.as_bytes());
-        for &m in members {
+        // The group of key `m` (a key, or a key and its value): as the client
+        // encoded it, from the end of the argument before it to its last CRLF.
+        let raw = |m: u32| {
             let first = 1 + m as usize * step;
-            let group = &args[first..first + step];
+            args[first - 1].end + 2..args[first + step - 1].end + 2
+        };
+        let mut count = itoa::Buffer::new();
+        let count = count.format(1 + members.len() * step).as_bytes();
+        let head = 1 + count.len() + 2 + name_bulk.len();
+        let body: usize = if inline {
+            members.len() * step * 16
+        } else {
+            members.iter().map(|&m| raw(m).len()).sum()
+        };
+        let mut wire = Vec::with_capacity(head + body);
+        wire.push(b'*');
+        wire.extend_from_slice(count);
+        wire.extend_from_slice(b"\r\n");
+        wire.extend_from_slice(&name_bulk);
+        for &m in members {
             if inline {
-                for a in group {
+                let first = 1 + m as usize * step;
+                for a in &args[first..first + step] {
                     put_bulk(&mut wire, &req[a.clone()]);
                 }
             } else {
-                // The group's arguments as the client encoded them: from the
-                // end of the argument before it to its last CRLF.
-                let from = args[first - 1].end + 2;
-                wire.extend_from_slice(&req[from..group[step - 1].end + 2]);
+                wire.extend_from_slice(&req[raw(m)]);
             }
         }
+        // Exact size (always, but for inline requests): the Bytes takes the
+        // Vec without another allocation.
         wire.into()
     });
 }
@@ -362,17 +379,24 @@ pub fn merge(kind: Fragment, replies: &[Bytes], order: &[u32]) -> Bytes {
         Fragment::Mget | Fragment::No => {
             // Walk each part's reply with a cursor, taking its next element
             // for each key in request order: no per-part element lists.
-            let mut cursor = Vec::with_capacity(replies.len());
-            let mut size = 16;
+            let mut cursor: SmallVec<[(usize, usize); 4]> = SmallVec::new();
+            let mut count = itoa::Buffer::new();
+            let count = count.format(order.len()).as_bytes();
+            // Exact when every part is well formed: each element is copied once.
+            let mut size = 1 + count.len() + 2;
             for r in replies {
                 match array_header(r) {
-                    Ok((n, start)) => cursor.push((start, n)),
+                    Ok((n, start)) => {
+                        cursor.push((start, n));
+                        size += r.len() - start;
+                    }
                     Err(_) => return ErrKind::Invalid.redis_reply(),
                 }
-                size += r.len();
             }
             let mut out = Vec::with_capacity(size);
-            put_array_header(&mut out, order.len());
+            out.push(b'*');
+            out.extend_from_slice(count);
+            out.extend_from_slice(b"\r\n");
             for &p in order {
                 let p = p as usize;
                 let (pos, left) = cursor[p];

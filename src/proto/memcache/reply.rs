@@ -109,31 +109,38 @@ pub struct Value {
     pub block: Range<usize>,
 }
 
+/// The `VALUE` block at `pos` of a complete retrieval reply (`VALUE`…
+/// `END`), or `None` at its final `END`.
+pub fn value_at(reply: &[u8], pos: usize) -> Result<Option<Value>, BadReply> {
+    let r = line(reply, pos)?.ok_or(BadReply)?;
+    let l = &reply[r.clone()];
+    if l == b"END" {
+        return if r.end + 2 == reply.len() {
+            Ok(None)
+        } else {
+            Err(BadReply)
+        };
+    }
+    let (key, n) = value_header(l).ok_or(BadReply)?;
+    let end = r.end + 2 + n + 2;
+    if reply.len() < end {
+        return Err(BadReply);
+    }
+    Ok(Some(Value {
+        key: pos + key.start..pos + key.end,
+        block: pos..end,
+    }))
+}
+
 /// Splits a complete retrieval reply (`VALUE`… `END`) into its blocks.
 pub fn values(reply: &[u8], out: &mut Vec<Value>) -> Result<(), BadReply> {
     out.clear();
     let mut pos = 0;
-    loop {
-        let r = line(reply, pos)?.ok_or(BadReply)?;
-        let l = &reply[r.clone()];
-        if l == b"END" {
-            return if r.end + 2 == reply.len() {
-                Ok(())
-            } else {
-                Err(BadReply)
-            };
-        }
-        let (key, n) = value_header(l).ok_or(BadReply)?;
-        let end = r.end + 2 + n + 2;
-        if reply.len() < end {
-            return Err(BadReply);
-        }
-        out.push(Value {
-            key: pos + key.start..pos + key.end,
-            block: pos..end,
-        });
-        pos = end;
+    while let Some(v) = value_at(reply, pos)? {
+        pos = v.block.end;
+        out.push(v);
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -13,38 +13,37 @@ pub use request::{scan_request, Limits, RequestError};
 /// the index of its `\r`, `Ok(None)` when the line is not all here yet.
 /// Anything but at most 18 digits (after a `-`, if `signed`) before CRLF is
 /// `Err`, as soon as it is seen, so a header never buffers more than 21 bytes.
-#[inline]
+#[inline(always)]
 pub(crate) fn header_number(
     buf: &[u8],
     from: usize,
     signed: bool,
 ) -> Result<Option<(i64, usize)>, ()> {
-    let mut i = from;
-    let neg = signed && buf.get(i) == Some(&b'-');
-    if neg {
-        i += 1;
-    }
-    let digits = i;
+    let Some(b) = buf.get(from..) else {
+        return Ok(None);
+    };
+    let (neg, digits) = match b.first() {
+        Some(b'-') if signed => (true, &b[1..]),
+        _ => (false, b),
+    };
     let mut n: i64 = 0;
-    loop {
-        let Some(&c) = buf.get(i) else {
-            return Ok(None);
-        };
-        match c {
-            b'0'..=b'9' if i - digits < 18 => {
-                n = n * 10 + i64::from(c - b'0');
-                i += 1;
-            }
-            b'\r' if i > digits => {
-                return match buf.get(i + 1) {
-                    None => Ok(None),
-                    Some(b'\n') => Ok(Some((if neg { -n } else { n }, i))),
-                    Some(_) => Err(()),
-                };
-            }
-            _ => return Err(()),
+    // At most 18 digits, then CR: the 19th byte must be the CR.
+    for (i, &c) in digits.iter().enumerate().take(19) {
+        let d = c.wrapping_sub(b'0');
+        if d < 10 && i < 18 {
+            n = n * 10 + i64::from(d);
+        } else if c == b'\r' && i > 0 {
+            let cr = from + usize::from(neg) + i;
+            return match buf.get(cr + 1) {
+                None => Ok(None),
+                Some(b'\n') => Ok(Some((if neg { -n } else { n }, cr))),
+                Some(_) => Err(()),
+            };
+        } else {
+            return Err(());
         }
     }
+    Ok(None)
 }
 
 #[cfg(test)]

@@ -165,13 +165,23 @@ pub fn array_header(reply: &[u8]) -> Result<(usize, usize), ReplyError> {
 
 /// The end of the bulk-string element (`$3\r\nfoo\r\n`, `$-1\r\n`, `_\r\n`)
 /// that starts at `pos` of a complete reply. Anything else is `Err`.
+#[inline]
 pub fn bulk_element(reply: &[u8], pos: usize) -> Result<usize, ReplyError> {
-    if !matches!(reply.get(pos), Some(b'$') | Some(b'_')) {
-        return Err(ReplyError);
-    }
-    match scan_reply(&reply[pos..])? {
-        Scan::Complete(len) => Ok(pos + len),
-        Scan::Incomplete { .. } => Err(ReplyError),
+    match reply.get(pos) {
+        Some(b'$') => {
+            let (n, end) = header(reply, pos)?.ok_or(ReplyError)?;
+            let stop = match n {
+                -1 => return Ok(end + 2),
+                n if n >= 0 => end + 2 + n as usize,
+                _ => return Err(ReplyError),
+            };
+            match reply.get(stop..stop + 2) {
+                Some(b"\r\n") => Ok(stop + 2),
+                _ => Err(ReplyError),
+            }
+        }
+        Some(b'_') if reply.get(pos + 1..pos + 3) == Some(b"\r\n") => Ok(pos + 3),
+        _ => Err(ReplyError),
     }
 }
 
@@ -252,6 +262,28 @@ mod tests {
                 "{:?}",
                 String::from_utf8_lossy(r)
             );
+        }
+    }
+
+    #[test]
+    fn bulk_elements() {
+        let r = b"*4\r\n$1\r\na\r\n$-1\r\n_\r\n$0\r\n\r\n";
+        assert_eq!(array_header(r), Ok((4, 4)));
+        assert_eq!(bulk_element(r, 4), Ok(11));
+        assert_eq!(bulk_element(r, 11), Ok(16));
+        assert_eq!(bulk_element(r, 16), Ok(19));
+        assert_eq!(bulk_element(r, 19), Ok(25));
+        for bad in [
+            &b"$3\r\nab\r\n"[..],
+            b"$2\r\nabc\r\n",
+            b"$-2\r\n",
+            b"_x\r\n",
+            b":1\r\n",
+            b"*1\r\n$1\r\na\r\n",
+            b"$1\r\na",
+            b"",
+        ] {
+            assert_eq!(bulk_element(bad, 0), Err(ReplyError), "{bad:?}");
         }
     }
 
