@@ -142,14 +142,17 @@ impl ServerSlot {
         }
     }
 
-    /// Queues a request that expects a reply in `slot`.
-    pub fn send(&self, data: Bytes, slot: Rc<Slot>) {
-        self.send_in(Dialect::Plain, data, slot);
+    /// Queues a request that expects a reply in `slot`. Its `timeout` runs
+    /// from `read`, when the client's request was read (microseconds before
+    /// it is queued; nutcracker starts it when queueing): no clock read per
+    /// request.
+    pub fn send(&self, data: Bytes, slot: Rc<Slot>, read: std::time::Instant) {
+        self.send_in(Dialect::Plain, data, slot, read);
     }
 
     /// Queues a request on a connection of the given dialect.
-    pub fn send_in(&self, dialect: Dialect, data: Bytes, slot: Rc<Slot>) {
-        let deadline = self.backend.timeout.map(|t| Instant::now() + t);
+    pub fn send_in(&self, dialect: Dialect, data: Bytes, slot: Rc<Slot>, read: std::time::Instant) {
+        let deadline = self.backend.timeout.map(|t| Instant::from_std(read) + t);
         self.forwarded(&data);
         self.conn(dialect).push(
             Outgoing {

@@ -105,10 +105,10 @@ fn handle(s: &mut Session, req: Bytes, r: &Request) {
         _ => {
             let key = &req[keys[0].clone()];
             match s.pool.shared.router.dispatch(key) {
-                Ok(idx) if r.noreply => s.pool.servers[idx].send_noreply(req.clone()),
+                Ok(idx) if r.noreply => s.pool.servers[idx].send_noreply(req),
                 Ok(idx) => {
                     let slot = Slot::new(s.waker.clone());
-                    s.pool.servers[idx].send(req.clone(), slot.clone());
+                    s.pool.servers[idx].send(req, slot.clone(), s.now);
                     let class = if r.cmd.is_retrieval() {
                         Class::Read
                     } else {

@@ -90,21 +90,18 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
     // Forwarded: RESP as written, or re-encoded when it came inline.
     let shared = &s.pool.shared;
     shared.health.before_dispatch(&shared.router);
-    let wire = if is_inline(&req) {
-        encode(&req, args.iter().cloned())
-    } else {
-        req.clone()
-    };
+    // None: the request goes as the client wrote it.
+    let wire = is_inline(&req).then(|| encode(&req, args.iter().cloned()));
     let class = if cmd.read { Class::Read } else { Class::Write };
     match cmd.keys {
-        Keys::Placeholder => forward(s, b"placeholder", wire, class),
+        Keys::Placeholder => forward(s, Key::Placeholder, req, wire, class),
         Keys::Eval => {
             let numkeys = std::str::from_utf8(&req[args[2].clone()])
                 .ok()
                 .and_then(|n| n.parse::<usize>().ok());
             match numkeys {
                 Some(n) if n >= 1 && argc >= 2 + n => {
-                    forward(s, &req[args[3].clone()], wire, class)
+                    forward(s, Key::At(args[3].clone()), req, wire, class)
                 }
                 _ => error(
                     s,
@@ -122,7 +119,7 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
                 return error(s, "wrong number of arguments for 'mset' command");
             }
             if frag == Fragment::No || argc == step {
-                forward(s, &req[args[1].clone()], wire, class);
+                forward(s, Key::At(args[1].clone()), req, wire, class);
             } else {
                 fragment(s, cmd.name, frag, &req, args, step);
             }
@@ -285,14 +282,28 @@ fn route_error(s: &mut Session, key: &[u8], e: NoServer) {
     }
 }
 
-fn forward(s: &mut Session, key: &[u8], wire: Bytes, class: Class) {
-    match s.pool.shared.router.dispatch(key) {
+/// What a forwarded request is routed by.
+enum Key {
+    /// The argument at this range of the request.
+    At(Range<usize>),
+    /// A fixed key: commands without one (nutcracker routes them so too).
+    Placeholder,
+}
+
+/// Routes and queues `req` (or `wire`, its re-encoding, when it came
+/// inline): moved to the server connection, never copied.
+fn forward(s: &mut Session, key: Key, req: Bytes, wire: Option<Bytes>, class: Class) {
+    let k: &[u8] = match &key {
+        Key::At(r) => &req[r.clone()],
+        Key::Placeholder => b"placeholder",
+    };
+    match s.pool.shared.router.dispatch(k) {
         Ok(idx) => {
             let slot = Slot::new(s.waker.clone());
-            s.pool.servers[idx].send_in(s.dialect, wire, slot.clone());
+            s.pool.servers[idx].send_in(s.dialect, wire.unwrap_or(req), slot.clone(), s.now);
             s.owe(Pending::Wait(slot), class);
         }
-        Err(e) => route_error(s, key, e),
+        Err(e) => route_error(s, k, e),
     }
 }
 
