@@ -23,10 +23,22 @@ pub struct Point {
 }
 
 /// A built ketama continuum.
+///
+/// Lookup is nutcracker's (the first point ≥ hash), found through a bucket
+/// index instead of a binary search: the hash space is cut into a power of
+/// two buckets, at least as many as there are points, and each bucket knows
+/// its first point. A lookup reads its bucket's bounds and steps over the
+/// (on average fewer than one) points inside it: a constant number of
+/// predictable loads instead of ~log2(points) unpredictable branches (320
+/// points: 9; 1,000 servers: 18).
 #[derive(Debug)]
 pub struct Ketama {
     hash: HashFn,
     points: Vec<Point>,
+    /// `first[b]`: the index of the first point with `value >> shift >= b`;
+    /// one entry more than there are buckets (the last is `points.len()`).
+    first: Vec<u32>,
+    shift: u32,
 }
 
 /// Points a server of weight `w` gets when `n` live servers weigh `total` together,
@@ -65,7 +77,13 @@ impl Ketama {
             }
         }
         points.sort_unstable_by_key(|p| p.value);
-        Ketama { hash, points }
+        let (first, shift) = buckets(&points);
+        Ketama {
+            hash,
+            points,
+            first,
+            shift,
+        }
     }
 
     /// The sorted continuum.
@@ -76,10 +94,42 @@ impl Ketama {
     /// The server owning `hash`: the first point ≥ hash, wrapping to the first.
     #[inline]
     pub fn lookup(&self, hash: u32) -> Option<usize> {
-        let i = self.points.partition_point(|p| p.value < hash);
+        let b = (hash >> self.shift) as usize;
+        let (Some(&lo), Some(&hi)) = (self.first.get(b), self.first.get(b + 1)) else {
+            return None;
+        };
+        // The answer is in [lo, hi]: every point of the bucket is below the
+        // next bucket's first point.
+        let mut i = lo as usize;
+        while i < hi as usize && self.points.get(i).is_some_and(|p| p.value < hash) {
+            i += 1;
+        }
         let p = self.points.get(i).or_else(|| self.points.first())?;
         Some(p.index as usize)
     }
+}
+
+/// The bucket index of a sorted continuum: `first` and the shift that takes
+/// a hash to its bucket.
+fn buckets(points: &[Point]) -> (Vec<u32>, u32) {
+    let bits = points
+        .len()
+        .max(2)
+        .next_power_of_two()
+        .trailing_zeros()
+        .min(24);
+    let shift = 32 - bits;
+    let n = 1usize << bits;
+    let mut first = Vec::with_capacity(n + 1);
+    let mut i = 0;
+    for b in 0..n {
+        while i < points.len() && ((points[i].value >> shift) as usize) < b {
+            i += 1;
+        }
+        first.push(i as u32);
+    }
+    first.push(points.len() as u32);
+    (first, shift)
 }
 
 impl Distributor for Ketama {
@@ -136,6 +186,42 @@ mod tests {
         );
         assert_eq!(k.lookup(0), Some(first.index as usize));
         assert_eq!(k.lookup(last.value), Some(last.index as usize));
+    }
+
+    /// The bucket index finds what a binary search over the continuum finds,
+    /// for continua of every size, weights, and hashes on, next to and
+    /// between points.
+    #[test]
+    fn bucket_lookup_is_the_binary_search() {
+        let reference = |k: &Ketama, hash: u32| {
+            let i = k.points().partition_point(|p| p.value < hash);
+            k.points()
+                .get(i)
+                .or_else(|| k.points().first())
+                .map(|p| p.index as usize)
+        };
+        let mut rng = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng
+        };
+        for n in [1usize, 2, 3, 5, 16, 100, 1000] {
+            let names: Vec<(String, u32)> = (0..n)
+                .map(|i| (format!("10.0.0.{i}:6379"), 1 + (i as u32 % 3)))
+                .collect();
+            let refs: Vec<(&str, u32)> = names.iter().map(|(s, w)| (s.as_str(), *w)).collect();
+            let k = Ketama::new(HashFn::Md5, &nodes(&refs));
+            let mut probes = vec![0, 1, u32::MAX, u32::MAX - 1];
+            for p in k.points().iter().step_by(7) {
+                probes.extend([p.value, p.value.wrapping_sub(1), p.value.wrapping_add(1)]);
+            }
+            probes.extend((0..2000).map(|_| next() as u32));
+            for h in probes {
+                assert_eq!(k.lookup(h), reference(&k, h), "{n} servers, hash {h}");
+            }
+        }
     }
 
     #[test]
