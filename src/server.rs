@@ -271,6 +271,12 @@ async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
     conn.fail_queue(kind, st);
 }
 
+/// The read buffer of a server connection grows by this much at a time.
+/// Replies are split off it zero-copy, so a chunk lives until its last reply
+/// is written to its client; 64 KB chunks (fewer `recv` calls) measured
+/// slower than 16 KB ones, which the allocator recycles.
+const SERVER_READ: usize = 16 * 1024;
+
 /// A request written (or being written) to the backend, awaiting its reply.
 struct Inflight {
     /// None for the preamble, whose replies are swallowed.
@@ -297,7 +303,7 @@ impl Conn {
     }
 
     async fn serve(&mut self, conn: &ServerConn, backend: &Backend) -> Failure {
-        let mut rbuf = BytesMut::with_capacity(16 * 1024);
+        let mut rbuf = BytesMut::with_capacity(SERVER_READ);
         let mut need = 0usize;
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
@@ -374,7 +380,7 @@ impl Conn {
                         return self.fail(ErrKind::from_io(&e));
                     }
                     if rbuf.capacity() - rbuf.len() < 4096 || need > rbuf.capacity() {
-                        rbuf.reserve(need.saturating_sub(rbuf.len()).max(16 * 1024));
+                        rbuf.reserve(need.saturating_sub(rbuf.len()).max(SERVER_READ));
                     }
                     match self.stream.try_read_buf(&mut rbuf) {
                         Ok(0) => return self.fail(ErrKind::ServerEof),

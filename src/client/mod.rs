@@ -42,9 +42,11 @@ static CLIENT_BUFFER: std::sync::atomic::AtomicUsize =
 pub fn set_client_buffer(bytes: usize) {
     CLIENT_BUFFER.store(bytes.max(1), std::sync::atomic::Ordering::Relaxed);
 }
-/// The read buffer of a client that has nothing in flight is released; its
-/// next read gets a small one (an idle client costs no buffer; a 2 KB
-/// allocation shares pages with others), and later reads big ones.
+/// The read buffer of a client that has nothing in flight is released (an
+/// idle client costs no buffer). Its next read gets one big enough for the
+/// burst the client sent last time (a pipelining client's batch arrives in
+/// one `recv`), at least 2 KB (small allocations share pages), at most
+/// `READ_CHUNK`; later reads of the same burst get `READ_CHUNK`.
 const FIRST_READ: usize = 2 * 1024;
 const READ_CHUNK: usize = 16 * 1024;
 /// Below this much free space, the buffer grows before a read.
@@ -188,6 +190,10 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
         mc: Default::default(),
     };
     let mut rbuf = BytesMut::new();
+    // Bytes read since the buffer was last released, and so the size of the
+    // next first read.
+    let mut burst = 0usize;
+    let mut first_read = FIRST_READ;
     let mut need = 0usize;
     let mut out = WriteQueue::default();
     let mut eof = false;
@@ -251,6 +257,12 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
         }
         if s.pending.is_empty() && rbuf.is_empty() && rbuf.capacity() > 0 {
             rbuf = BytesMut::new();
+            // Room for one byte more than the burst: a read that does not
+            // fill the buffer is known to have drained the socket.
+            first_read = (burst + 1)
+                .next_power_of_two()
+                .clamp(FIRST_READ, READ_CHUNK);
+            burst = 0;
         }
         let can_read =
             !eof && !s.closing && s.pending.len() < MAX_PENDING && out.len() < max_unwritten;
@@ -291,7 +303,7 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
                 }
                 if rbuf.capacity() - rbuf.len() < READ_MIN || need > rbuf.capacity() {
                     let chunk = if rbuf.capacity() == 0 {
-                        FIRST_READ
+                        first_read
                     } else {
                         READ_CHUNK
                     };
@@ -299,7 +311,8 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
                 }
                 match stream.try_read_buf(&mut rbuf) {
                     Ok(0) => eof = true,
-                    Ok(_) => {
+                    Ok(n) => {
+                        burst += n;
                         s.now = Instant::now();
                         fresh = true;
                     }
