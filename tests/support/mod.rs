@@ -78,12 +78,24 @@ impl Proc {
     }
 }
 
-/// A port that was free a moment ago (bind 127.0.0.1:0 and release).
+/// A port that was free a moment ago (bind 127.0.0.1:0 and release), and
+/// never handed out before by this test process: the kernel may offer a
+/// just-released port again, and two proxies started with `--threads 2`
+/// (`SO_REUSEPORT`) would then both bind it and share its connections.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or_else(|e| panic!("no free port: {e}"))
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..1000 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or_else(|e| panic!("no free port: {e}"));
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no port that was not handed out already")
 }
 
 pub fn require(bin: &str) {
