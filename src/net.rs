@@ -85,6 +85,16 @@ impl Stream {
         }
     }
 
+    /// The peer's address, for logs (`unix` for a unix socket client).
+    pub fn peer(&self) -> String {
+        match self {
+            Stream::Tcp(s) => s
+                .peer_addr()
+                .map_or_else(|_| "an unknown peer".into(), |a| a.to_string()),
+            Stream::Unix(_) => "a unix socket client".into(),
+        }
+    }
+
     pub async fn writable(&self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.writable().await,

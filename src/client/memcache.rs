@@ -76,6 +76,10 @@ fn scan_all(s: &mut Session, rbuf: &mut BytesMut, req: &mut Request) -> usize {
                         s.break_off();
                         rbuf.clear();
                     }
+                    Skip::Attack(attack) => {
+                        s.reject(attack);
+                        rbuf.clear();
+                    }
                 }
             }
         }

@@ -14,6 +14,7 @@ pub mod redis;
 
 use crate::msg::{Protocol, Slot, Wake};
 use crate::net::{Stream, WriteQueue};
+use crate::proto::guard::Attack;
 use crate::server::Dialect;
 use crate::stats::metrics::{Class, PoolField};
 use crate::worker::{PoolLocal, Shutdown};
@@ -110,6 +111,9 @@ pub struct Session {
     /// Scanner scratch space, reused for every request of the connection.
     pub args: Vec<std::ops::Range<usize>>,
     pub mc: crate::proto::memcache::Request,
+    /// Set when the client sent what no cache client sends (an HTTP request,
+    /// a TLS hello): the connection is closing; the loop logs it once.
+    pub attack: Option<Attack>,
 }
 
 impl Session {
@@ -141,6 +145,16 @@ impl Session {
     pub fn break_off(&mut self) {
         self.closing = true;
         self.broken = true;
+    }
+
+    /// Closes the connection because of what it sent (see [`crate::proto::guard`]):
+    /// nothing after it runs, nothing is answered to it; replies to earlier
+    /// requests are still written. Counted in `client_err` and
+    /// `shardproxy_security_rejects_total`.
+    pub fn reject(&mut self, attack: Attack) {
+        self.pool.stats.security[attack as usize].incr();
+        self.attack = Some(attack);
+        self.break_off();
     }
 }
 
@@ -188,6 +202,7 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
         swallow_line: false,
         args: Vec::new(),
         mc: Default::default(),
+        attack: None,
     };
     let mut rbuf = BytesMut::new();
     // Bytes read since the buffer was last released, and so the size of the
@@ -210,6 +225,14 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
                 Protocol::Memcache => memcache::handle_requests(&mut s, &mut rbuf),
             };
             fresh = false;
+            if let Some(attack) = s.attack.take() {
+                tracing::warn!(
+                    "pool '{}': closing the connection from {}: it sent {}",
+                    s.pool.shared.conf.name,
+                    stream.peer(),
+                    attack.describe()
+                );
+            }
         }
         // Move every ready reply at the front of the queue to the output.
         let mut close_now = false;

@@ -10,6 +10,7 @@ use super::frag::{plan, send_parts, Merge};
 use super::{printable, unroutable, Pending, Session};
 use crate::dist::NoServer;
 use crate::msg::{ErrKind, Slot};
+use crate::proto::guard::{http_command, http_line, Attack};
 use crate::proto::redis::reply::{array_header, bulk_element, integer};
 use crate::proto::redis::request::{is_inline, put_array_header, put_bulk};
 use crate::proto::redis::{lookup, scan_request, Fragment, Keys, Limits, Local};
@@ -41,12 +42,21 @@ fn scan_all(s: &mut Session, rbuf: &mut BytesMut, args: &mut Vec<Range<usize>>) 
                 let req = rbuf.split_to(n).freeze();
                 if !args.is_empty() {
                     handle(s, req, args);
+                    if s.attack.is_some() {
+                        // Nothing after an attack line runs.
+                        rbuf.clear();
+                    }
                 }
             }
             Ok(Scan::Incomplete { hint }) => return hint,
             Err(e) => {
-                s.ready(format!("-ERR Protocol error: {}\r\n", e.0));
-                s.break_off();
+                match e.1 {
+                    Some(attack) => s.reject(attack),
+                    None => {
+                        s.ready(format!("-ERR Protocol error: {}\r\n", e.0));
+                        s.break_off();
+                    }
+                }
                 rbuf.clear();
             }
         }
@@ -61,6 +71,9 @@ fn error(s: &mut Session, msg: &str) {
 fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
     let name = &req[args[0].clone()];
     let Some(cmd) = lookup(name) else {
+        if http_command(name) || http_line(args.iter().map(|a| &req[a.clone()])) {
+            return s.reject(Attack::Http);
+        }
         error(
             s,
             &format!("unknown or unsupported command '{}'", printable(name)),
@@ -69,6 +82,10 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
     };
     let argc = args.len() - 1;
     if !cmd.arity.accepts(argc) {
+        if http_line(args.iter().map(|a| &req[a.clone()])) {
+            // `GET / HTTP/1.1`
+            return s.reject(Attack::Http);
+        }
         error(
             s,
             &format!("wrong number of arguments for '{}' command", cmd.name),

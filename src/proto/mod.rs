@@ -3,6 +3,7 @@
 //! many bytes it spans), or says it needs more bytes, or reports an error; a
 //! failed or partial scan consumes nothing.
 
+pub mod guard;
 pub mod memcache;
 pub mod redis;
 

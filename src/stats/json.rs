@@ -114,6 +114,7 @@ mod tests {
                     name: "alpha".into(),
                     m: [6, 0, 1, 0, 0, 0],
                     latency: Default::default(),
+                    security: [0; 3],
                     listening: true,
                     servers: vec![
                         server("beta_node", [0, 0, 0, 1, 0, 11, 304, 11, 109, 0, 0, 0, 0]),
@@ -124,6 +125,7 @@ mod tests {
                     name: "gamma".into(),
                     m: [1, 0, 0, 0, 0, 0],
                     latency: Default::default(),
+                    security: [0; 3],
                     listening: true,
                     servers: vec![server(
                         "127.0.0.1:21211",

@@ -170,6 +170,8 @@ pub struct PoolStats {
     /// Client-observed latency per [`Class`]: request read → reply ready to
     /// be written.
     pub latency: [Histogram; 4],
+    /// Connections closed as attacks, per [`crate::proto::guard::Attack`].
+    pub security: [Metric; 3],
     pub servers: Vec<Arc<ServerStats>>,
 }
 
@@ -178,6 +180,7 @@ impl PoolStats {
         PoolStats {
             m: Default::default(),
             latency: Default::default(),
+            security: Default::default(),
             servers: (0..servers).map(|_| Arc::default()).collect(),
         }
     }

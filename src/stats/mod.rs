@@ -162,6 +162,7 @@ impl Registry {
                     name: p.name.clone(),
                     m: [0; POOL_FIELDS],
                     latency: Default::default(),
+                    security: [0; 3],
                     listening: p.listening.load(Relaxed) > 0,
                     servers: p
                         .servers
@@ -186,6 +187,9 @@ impl Registry {
                 }
                 for (a, h) in ps.latency.iter_mut().zip(&pw.latency) {
                     h.add_to(a);
+                }
+                for (a, m) in ps.security.iter_mut().zip(&pw.security) {
+                    *a += m.get();
                 }
                 for (ss, sw) in ps.servers.iter_mut().zip(&pw.servers) {
                     for (a, m) in ss.m.iter_mut().zip(&sw.m) {
@@ -224,6 +228,8 @@ pub struct PoolSnap {
     pub m: [i64; POOL_FIELDS],
     /// Per [`metrics::Class`].
     pub latency: [HistogramSum; 4],
+    /// Connections closed as attacks, per [`crate::proto::guard::Attack`].
+    pub security: [i64; 3],
     pub listening: bool,
     pub servers: Vec<ServerSnap>,
 }

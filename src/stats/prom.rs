@@ -5,6 +5,7 @@
 
 use super::metrics::{Class, HistogramSum, ServerField, BUCKETS_US};
 use super::{PoolSnap, ServerSnap, Snapshot, POOL_METRICS, SERVER_METRICS};
+use crate::proto::guard::Attack;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -263,6 +264,19 @@ impl Scrape {
                 servers().map(|(p, sv)| (server(p, sv), Val::of(name, sv.m[i]))),
             )?;
         }
+        family(
+            enc,
+            "shardproxy_security_rejects",
+            "Client connections closed because they sent what no cache client sends (an HTTP request, a TLS hello, binary data), by reason.",
+            s.pools.iter().flat_map(|p| {
+                Attack::ALL.iter().map(move |a| {
+                    (
+                        vec![("pool", p.name.as_str()), ("reason", a.label())],
+                        Val::Counter(p.security[*a as usize]),
+                    )
+                })
+            }),
+        )?;
         let ejected_at = ServerField::ServerEjectedAt as usize;
         family(
             enc,

@@ -9,6 +9,7 @@
 //! data block cannot be found) or a line longer than the limit closes the
 //! connection: guessing there would execute value bytes as commands.
 
+use super::super::guard::{binary_start, http_line, Attack};
 use super::super::Scan;
 use std::borrow::Cow;
 use std::ops::Range;
@@ -165,6 +166,9 @@ pub enum Skip {
     BytesThenLine(usize),
     /// The stream cannot be resynchronised: answer and close.
     Close,
+    /// Not a memcache client at all (an HTTP request, a TLS hello, binary
+    /// garbage): close at once, answering nothing, running nothing after it.
+    Attack(Attack),
 }
 
 /// A malformed request: what to answer and what to skip.
@@ -218,6 +222,11 @@ pub fn scan_request(buf: &[u8], limits: &Limits, req: &mut Request) -> Result<Sc
     req.tokens.clear();
     let window = &buf[..buf.len().min(limits.max_line)];
     let Some(nl) = memchr::memchr(b'\n', window) else {
+        // A TLS hello or binary garbage may never contain a newline: do not
+        // wait for one.
+        if let Some(attack) = buf.first().copied().and_then(binary_start) {
+            return Err(malformed("", Skip::Attack(attack), true));
+        }
         if window.len() >= limits.max_line {
             return Err(malformed("CLIENT_ERROR line too long", Skip::Close, false));
         }
@@ -253,6 +262,12 @@ pub fn scan_request(buf: &[u8], limits: &Limits, req: &mut Request) -> Result<Sc
     let noreply = tokens.len() > 1 && tok(tokens.len() - 1) == b"noreply";
     let Some(cmd) = Command::from_name(&buf[first.clone()]) else {
         let name = &buf[first.clone()];
+        if let Some(attack) = binary_start(buf[0]) {
+            return Err(malformed("", Skip::Attack(attack), true));
+        }
+        if http_line(tokens.iter().map(|t| &buf[t.clone()])) {
+            return Err(malformed("", Skip::Attack(Attack::Http), true));
+        }
         if name == b"ms" && tokens.len() >= 3 {
             // Meta set carries a data block: skip it too, or its bytes would be
             // read as commands.

@@ -5,6 +5,7 @@
 //! error, not a reason to buffer forever), counts and lengths are checked against
 //! redis's own limits before anything is reserved for them.
 
+use super::super::guard::{binary_start, Attack};
 use super::super::Scan;
 use std::ops::Range;
 
@@ -31,8 +32,15 @@ impl Default for Limits {
 
 /// A request the byte stream cannot recover from; the client gets
 /// `-ERR Protocol error: <what>` and the connection is closed (as redis does).
+/// An [`Attack`] (a TLS hello, binary garbage) is closed without a reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RequestError(pub &'static str);
+pub struct RequestError(pub &'static str, pub Option<Attack>);
+
+impl RequestError {
+    const fn framing(what: &'static str) -> RequestError {
+        RequestError(what, None)
+    }
+}
 
 /// Scans one request at the start of `buf`. On `Complete`, `args` holds the
 /// position of every argument (the command name first). `Complete` with no args
@@ -51,7 +59,7 @@ pub fn scan_request(
     if buf[0] != b'*' {
         return scan_inline(buf, limits, args);
     }
-    const BAD_COUNT: RequestError = RequestError("invalid multibulk length");
+    const BAD_COUNT: RequestError = RequestError::framing("invalid multibulk length");
     let Some((n, end)) = super::header_number(buf, 1, true).map_err(|()| BAD_COUNT)? else {
         return Ok(Scan::Incomplete {
             hint: buf.len() + 1,
@@ -73,9 +81,9 @@ pub fn scan_request(
             return Ok(Scan::Incomplete { hint: pos + 4 });
         }
         if buf[pos] != b'$' {
-            return Err(RequestError("expected '$'"));
+            return Err(RequestError::framing("expected '$'"));
         }
-        const BAD_LEN: RequestError = RequestError("invalid bulk length");
+        const BAD_LEN: RequestError = RequestError::framing("invalid bulk length");
         let Some((len, end)) = super::header_number(buf, pos + 1, false).map_err(|()| BAD_LEN)?
         else {
             return Ok(Scan::Incomplete {
@@ -92,7 +100,7 @@ pub fn scan_request(
             return Ok(Scan::Incomplete { hint: stop + 2 });
         }
         if &buf[stop..stop + 2] != b"\r\n" {
-            return Err(RequestError("bulk data does not end with CRLF"));
+            return Err(RequestError::framing("bulk data does not end with CRLF"));
         }
         args.push(start..stop);
         pos = stop + 2;
@@ -105,10 +113,15 @@ fn scan_inline(
     limits: &Limits,
     args: &mut Vec<Range<usize>>,
 ) -> Result<Scan, RequestError> {
+    // Not RESP: a text line, unless it starts with a byte no client types
+    // (a TLS hello on a plain port must not wait here for a newline).
+    if let Some(attack) = binary_start(buf[0]) {
+        return Err(RequestError("not a redis command", Some(attack)));
+    }
     let window = &buf[..buf.len().min(limits.max_inline)];
     let Some(nl) = memchr::memchr(b'\n', window) else {
         if window.len() >= limits.max_inline {
-            return Err(RequestError("too big inline request"));
+            return Err(RequestError::framing("too big inline request"));
         }
         return Ok(Scan::Incomplete {
             hint: buf.len() + 1,
