@@ -101,6 +101,10 @@ const REDIS_REQUESTS: &[&[u8]] = &[
 
 const REDIS_REPLIES: &[&[u8]] = &[
     b"+OK\r\n",
+    b"*2\r\n$2\r\n17\r\n*1\r\n$1\r\nk\r\n",
+    b"$77\r\n# Server\r\nredis_version:7.0.1\r\n\r\n# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n\r\n",
+    b"*2\r\n:1\r\n:0\r\n",
+    b"*2\r\n$1\r\nc\r\n:3\r\n",
     b"-ERR wrong\r\n",
     b":12345\r\n",
     b"$5\r\nhello\r\n",
@@ -234,11 +238,14 @@ fn mutate(r: &mut Rng, b: &mut Vec<u8>, seeds: &[&[u8]]) {
 /// A mutated message that its scanner still takes as exactly one complete
 /// message (what the proxy hands to the merge code), else a seed.
 fn complete<E>(r: &mut Rng, seeds: &[&[u8]], scan: fn(&[u8]) -> Result<Scan, E>) -> Vec<u8> {
+    let whole = |b: &[u8]| matches!(scan(b), Ok(Scan::Complete(n)) if n == b.len());
     let b = input(r, seeds);
-    match scan(&b) {
-        Ok(Scan::Complete(n)) if n == b.len() => b,
-        _ => r.pick(seeds).to_vec(),
+    if whole(&b) {
+        return b;
     }
+    // A seed that is one whole message (some seeds are two, or a prefix).
+    let ones: Vec<&[u8]> = seeds.iter().copied().filter(|s| whole(s)).collect();
+    r.pick(&ones).to_vec()
 }
 
 fn input(r: &mut Rng, seeds: &[&[u8]]) -> Vec<u8> {
@@ -349,7 +356,23 @@ fn run_one(
         }
         5 => {
             // Two parts' replies (possibly mangled), keys assigned to parts.
-            let kind = *r.pick(&[Fragment::Mget, Fragment::Sum, Fragment::Mset]);
+            let kind = *r.pick(&[
+                Fragment::Mget,
+                Fragment::Sum,
+                Fragment::Mset,
+                Fragment::AllOk,
+                Fragment::AnyOk,
+                Fragment::Same,
+                Fragment::Concat,
+                Fragment::And,
+                Fragment::PairSum,
+                Fragment::Random,
+                Fragment::Info { clients: 3 },
+                Fragment::Scan {
+                    server: 1,
+                    servers: 3,
+                },
+            ]);
             let a = complete(r, REDIS_REPLIES, redis::reply::scan_reply);
             let c = complete(r, REDIS_REPLIES, redis::reply::scan_reply);
             let order: Vec<u32> = (0..r.below(8)).map(|_| r.below(2) as u32).collect();

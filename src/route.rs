@@ -114,6 +114,13 @@ pub struct Routing {
 }
 
 impl Routing {
+    /// Whether every key that starts with `prefix` routes where `prefix`
+    /// does: the pool has one server, or `prefix` holds a whole hash tag
+    /// (SORT's `BY w_{t}*` patterns make keys the proxy cannot see).
+    pub fn routes_every_extension(&self, prefix: &[u8]) -> bool {
+        self.current.is_none() || route_key(self.tag, prefix).tagged
+    }
+
     /// The server index for `key`.
     #[inline]
     pub fn dispatch(&self, key: &[u8]) -> Result<usize, NoServer> {

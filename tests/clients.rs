@@ -105,7 +105,9 @@ fn redis_crate_without_skipping_lib_name() {
     }
     let vals: Vec<i64> = pipe.query(&mut con).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(vals, (0..100).collect::<Vec<i64>>());
-    let err: redis::RedisResult<()> = redis::cmd("KEYS").arg("*").query(&mut con);
+    let err: redis::RedisResult<()> = redis::cmd("CONFIG")
+        .arg(&["SET", "maxmemory", "1"])
+        .query(&mut con);
     assert!(err.is_err());
     let deleted: i64 = con
         .del(&["rs:a", "rs:b", "rs:c", "rs:d", "rs:nosuch"])

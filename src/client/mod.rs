@@ -114,6 +114,10 @@ pub struct Session {
     /// Set when the client sent what no cache client sends (an HTTP request,
     /// a TLS hello): the connection is closing; the loop logs it once.
     pub attack: Option<Attack>,
+    /// redis: a MULTI was refused; until EXEC/DISCARD nothing runs.
+    pub txn_refused: bool,
+    /// redis: `CLIENT SETNAME`.
+    pub client_name: Option<Bytes>,
 }
 
 impl Session {
@@ -203,6 +207,8 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
         args: Vec::new(),
         mc: Default::default(),
         attack: None,
+        txn_refused: false,
+        client_name: None,
     };
     let mut rbuf = BytesMut::new();
     // Bytes read since the buffer was last released, and so the size of the

@@ -6,14 +6,17 @@
 //! the connection stays open with every earlier reply delivered; only a framing
 //! error (the byte stream cannot be resynchronised) closes it, after an error.
 
-use super::frag::{plan, send_parts, Merge};
+use super::frag::{plan, send_parts, Merge, Plan};
 use super::{printable, unroutable, Pending, Session};
 use crate::dist::NoServer;
 use crate::msg::{ErrKind, Slot};
 use crate::proto::guard::{http_command, http_line, Attack};
-use crate::proto::redis::reply::{array_header, bulk_element, integer};
+use crate::proto::redis::command::{flag, Command, Find};
+use crate::proto::redis::keys::KeyPositions;
 use crate::proto::redis::request::{is_inline, put_array_header, put_bulk};
-use crate::proto::redis::{lookup, scan_request, Fragment, Keys, Limits, Local};
+use crate::proto::redis::{
+    lookup, scan_request, Fragment, KeyShape, Limits, Local, Route, SessionKind,
+};
 use crate::proto::Scan;
 use crate::server::Dialect;
 use crate::stats::metrics::Class;
@@ -70,78 +73,348 @@ fn error(s: &mut Session, msg: &str) {
 
 fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
     let name = &req[args[0].clone()];
-    let Some(cmd) = lookup(name) else {
+    if s.txn_refused && in_refused_transaction(s, name) {
+        return;
+    }
+    let Some(mut cmd) = lookup(name) else {
         if http_command(name) || http_line(args.iter().map(|a| &req[a.clone()])) {
             return s.reject(Attack::Http);
         }
-        error(
-            s,
-            &format!("unknown or unsupported command '{}'", printable(name)),
-        );
-        return;
+        return unknown_command(s, &req, args);
     };
-    let argc = args.len() - 1;
-    if !cmd.arity.accepts(argc) {
+    if !cmd.accepts(args.len()) {
         if http_line(args.iter().map(|a| &req[a.clone()])) {
             // `GET / HTTP/1.1`
             return s.reject(Attack::Http);
         }
-        error(
-            s,
-            &format!("wrong number of arguments for '{}' command", cmd.name),
-        );
-        return;
+        return wrong_arity(s, cmd);
     }
-    if !s.authenticated
-        && !matches!(
-            cmd.local,
-            Some(Local::Auth) | Some(Local::Quit) | Some(Local::Hello)
-        )
-    {
+    if !cmd.subcommands.is_empty() && args.len() > 1 {
+        let sub = &req[args[1].clone()];
+        match cmd.sub(sub) {
+            Some(c) => cmd = c,
+            None => {
+                let mut e = b"-ERR unknown subcommand '".to_vec();
+                e.extend(sanitized(sub, 128));
+                e.extend(format!("'. Try {} HELP.\r\n", cmd.upper()).as_bytes());
+                return s.ready(e);
+            }
+        }
+        if !cmd.accepts(args.len()) {
+            return wrong_arity(s, cmd);
+        }
+    }
+    if !s.authenticated && !cmd.has(flag::NO_AUTH) {
         s.ready(NOAUTH);
         return;
-    }
-    if let Some(local) = cmd.local {
-        return answer(s, local, &req, args);
     }
     // Forwarded: RESP as written, or re-encoded when it came inline.
     let shared = &s.pool.shared;
     shared.health.before_dispatch(&shared.router);
+    let class = if cmd.read { Class::Read } else { Class::Write };
     // None: the request goes as the client wrote it.
     let wire = is_inline(&req).then(|| encode(&req, args.iter().cloned()));
-    let class = if cmd.read { Class::Read } else { Class::Write };
-    match cmd.keys {
-        Keys::Placeholder => forward(s, Key::Placeholder, req, wire, class),
-        Keys::Eval => {
-            let numkeys = std::str::from_utf8(&req[args[2].clone()])
-                .ok()
-                .and_then(|n| n.parse::<usize>().ok());
-            match numkeys {
-                Some(n) if n >= 1 && argc >= 2 + n => {
-                    forward(s, Key::At(args[3].clone()), req, wire, class)
-                }
-                _ => error(
-                    s,
-                    &format!(
-                        "{} needs numkeys ≥ 1 and that many keys to be routed by the proxy",
-                        cmd.name
-                    ),
-                ),
+    match cmd.route {
+        Route::Keys => by_keys(s, cmd, req, wire, args, class),
+        Route::StreamRead => {
+            // XREAD/XREADGROUP … BLOCK ms … STREAMS: blocking only with BLOCK.
+            let block = args[1..]
+                .iter()
+                .map(|a| &req[a.clone()])
+                .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
+                .any(|a| a.eq_ignore_ascii_case(b"block"));
+            if block {
+                return needs_session(s, cmd, SessionKind::Blocking);
             }
+            by_keys(s, cmd, req, wire, args, class)
         }
-        Keys::First | Keys::None => {
-            let frag = cmd.fragment;
+        Route::Sort => sort(s, cmd, req, wire, args, class),
+        Route::Split(frag) => {
+            let argc = args.len() - 1;
             let step = if frag == Fragment::Mset { 2 } else { 1 };
             if frag == Fragment::Mset && argc % 2 != 0 {
-                return error(s, "wrong number of arguments for 'mset' command");
+                return wrong_arity(s, cmd);
             }
-            if frag == Fragment::No || argc == step {
+            if argc == step {
                 forward(s, Key::At(args[1].clone()), req, wire, class);
             } else {
-                fragment(s, cmd.name, frag, &req, args, step);
+                fragment(s, &cmd.name, frag, &req, args, step);
             }
         }
+        Route::All(frag) => {
+            let frag = match frag {
+                Fragment::Info { .. } => Fragment::Info {
+                    clients: s
+                        .pool
+                        .shared
+                        .clients
+                        .load(std::sync::atomic::Ordering::Relaxed),
+                },
+                f => f,
+            };
+            let w = wire.unwrap_or(req);
+            let n = s.pool.servers.len();
+            every_server(s, frag, (0..n).map(|i| (i, w.clone())));
+        }
+        Route::One => forward(s, Key::Placeholder, req, wire, class),
+        Route::Arg(i) => forward(s, Key::At(args[i].clone()), req, wire, class),
+        Route::Scan => scan(s, &req, args),
+        Route::Local(local) => answer(s, local, &req, args),
+        Route::Session(kind) => {
+            if cmd.name == "multi" {
+                // The client will send the transaction's commands next (often
+                // in the same write, as redis-py's pipelines do): none of them
+                // may run outside the transaction it asked for.
+                s.txn_refused = true;
+            }
+            needs_session(s, cmd, kind)
+        }
+        Route::Refuse(why) => error(
+            s,
+            &format!("{} is not allowed through the proxy: {why}", cmd.upper()),
+        ),
+        Route::Container => wrong_arity(s, cmd),
     }
+}
+
+/// After a refused MULTI, until EXEC or DISCARD: nothing runs (Redis queues
+/// them; here they could only run outside the transaction). True when the
+/// request was answered here.
+fn in_refused_transaction(s: &mut Session, name: &[u8]) -> bool {
+    let reply: &'static [u8] = if name.eq_ignore_ascii_case(b"exec") {
+        s.txn_refused = false;
+        b"-EXECABORT Transaction discarded because of previous errors.\r\n"
+    } else if name.eq_ignore_ascii_case(b"discard") {
+        s.txn_refused = false;
+        OK
+    } else if name.eq_ignore_ascii_case(b"quit") || name.eq_ignore_ascii_case(b"reset") {
+        s.txn_refused = false;
+        return false;
+    } else if name.eq_ignore_ascii_case(b"multi") {
+        b"-ERR MULTI calls can not be nested\r\n"
+    } else {
+        b"-ERR Command not run: its MULTI was refused by the proxy, so the transaction will abort (EXEC answers EXECABORT)\r\n"
+    };
+    s.ready(reply);
+    true
+}
+
+fn needs_session(s: &mut Session, cmd: &Command, kind: SessionKind) {
+    error(
+        s,
+        &format!(
+            "{} is not supported by the proxy yet: {} need a server connection of their own",
+            cmd.upper(),
+            kind.what()
+        ),
+    );
+}
+
+/// `s` with CR and LF made spaces (as redis-server's errors), at most `max`
+/// bytes.
+fn sanitized(s: &[u8], max: usize) -> impl Iterator<Item = u8> + '_ {
+    s.iter()
+        .take(max)
+        .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c })
+}
+
+/// redis-server's own reply to an unknown command.
+fn unknown_command(s: &mut Session, req: &[u8], args: &[Range<usize>]) {
+    let mut e = b"-ERR unknown command '".to_vec();
+    e.extend(sanitized(&req[args[0].clone()], 128));
+    e.extend_from_slice(b"', with args beginning with: ");
+    let mut listed = 0;
+    for a in &args[1..] {
+        if listed >= 128 {
+            break;
+        }
+        let arg = &req[a.clone()];
+        let take = arg.len().min(128 - listed);
+        e.push(b'\'');
+        e.extend(sanitized(arg, take));
+        e.extend_from_slice(b"' ");
+        listed += take + 3;
+    }
+    e.extend_from_slice(b"\r\n");
+    s.ready(e);
+}
+
+fn wrong_arity(s: &mut Session, cmd: &Command) {
+    error(
+        s,
+        &format!(
+            "wrong number of arguments for '{}' command",
+            cmd.name.replace(' ', "|")
+        ),
+    );
+}
+
+const CROSSSLOT: &[u8] = b"-CROSSSLOT Keys in request don't hash to the same server\r\n";
+
+/// Routes a request by the keys its key specs find: one server for all of
+/// them, or `-CROSSSLOT`.
+fn by_keys(
+    s: &mut Session,
+    cmd: &Command,
+    req: Bytes,
+    wire: Option<Bytes>,
+    args: &[Range<usize>],
+    class: Class,
+) {
+    if let KeyShape::Single(pos) = cmd.keys {
+        if let Some(k) = args.get(pos) {
+            return forward(s, Key::At(k.clone()), req, wire, class);
+        }
+    }
+    let mut keys = KeyPositions::new();
+    let found = crate::proto::redis::keys::find(
+        cmd.spec,
+        args.len(),
+        |i| &req[args[i].clone()],
+        true,
+        &mut keys,
+    );
+    if found.is_err() {
+        return error(
+            s,
+            &format!(
+                "syntax error: the keys of this '{}' request cannot be found",
+                cmd.name
+            ),
+        );
+    }
+    if keys.is_empty() {
+        if cmd
+            .spec
+            .key_specs
+            .iter()
+            .any(|k| matches!(k.find, Find::Keynum { .. }))
+        {
+            return error(
+                s,
+                &format!(
+                    "{} with no keys cannot be routed by the proxy: pass the keys it uses (numkeys ≥ 1)",
+                    cmd.upper()
+                ),
+            );
+        }
+        return error(
+            s,
+            &format!("syntax error: no key in this '{}' request", cmd.name),
+        );
+    }
+    colocated(
+        s,
+        keys.iter().map(|&i| &req[args[i as usize].clone()]),
+        req.clone(),
+        wire,
+        class,
+    );
+}
+
+/// Sends the request to the server of `keys` if they all route to one.
+fn colocated<'k>(
+    s: &mut Session,
+    keys: impl Iterator<Item = &'k [u8]>,
+    req: Bytes,
+    wire: Option<Bytes>,
+    class: Class,
+) {
+    let routing = s.pool.shared.router.routing();
+    let mut server = None;
+    for k in keys {
+        match routing.dispatch(k) {
+            Ok(i) if server.is_none_or(|at| at == i) => server = Some(i),
+            Ok(_) => return s.ready(CROSSSLOT),
+            Err(e) => return route_error(s, k, e),
+        }
+    }
+    drop(routing);
+    match server {
+        Some(i) => send_to(s, i, req, wire, class),
+        None => error(s, "syntax error: no key in this request"),
+    }
+}
+
+/// SORT / SORT_RO: the sorted key, `STORE`'s destination and the keys
+/// `BY`/`GET` patterns make must share a server; a pattern's keys are
+/// known only when its hash tag comes before its `*`.
+fn sort(
+    s: &mut Session,
+    cmd: &Command,
+    req: Bytes,
+    wire: Option<Bytes>,
+    args: &[Range<usize>],
+    class: Class,
+) {
+    let arg = |i: u32| &req[args[i as usize].clone()];
+    let extra = crate::proto::redis::keys::sort(args.len(), |i| &req[args[i].clone()]);
+    let routing = s.pool.shared.router.routing();
+    for &p in &extra.patterns {
+        let prefix = crate::proto::redis::keys::pattern_prefix(arg(p));
+        if !routing.routes_every_extension(prefix) {
+            return error(
+                s,
+                &format!("{}: BY/GET patterns read keys on any server; put a hash tag before the '*' (e.g. 'w_{{tag}}*') so they share the sorted key's server", cmd.upper()),
+            );
+        }
+    }
+    drop(routing);
+    let keys = std::iter::once(1).chain(extra.store).map(arg).chain(
+        extra
+            .patterns
+            .iter()
+            .map(|&p| crate::proto::redis::keys::pattern_prefix(arg(p))),
+    );
+    colocated(s, keys, req.clone(), wire, class);
+}
+
+/// Sends one part per `(server, wire)` and merges the replies by `frag`.
+fn every_server(
+    s: &mut Session,
+    frag: Fragment,
+    parts: impl ExactSizeIterator<Item = (usize, Bytes)>,
+) {
+    let mut plan = Plan::default();
+    let mut wires: SmallVec<[Bytes; 4]> = SmallVec::new();
+    for (i, w) in parts {
+        plan.parts.push((i, 0..0));
+        wires.push(w);
+    }
+    let mut next = wires.into_iter();
+    send_parts(s, plan, Merge::Redis(frag), |_| {
+        next.next().unwrap_or_default()
+    });
+}
+
+/// `SCAN cursor [MATCH p] [COUNT n] [TYPE t]`: the client's cursor is
+/// `server cursor × servers + server index`; each server is scanned in turn,
+/// from index 0, so a full iteration visits every server once.
+fn scan(s: &mut Session, req: &Bytes, args: &[Range<usize>]) {
+    let n = s.pool.servers.len() as u64;
+    let Some(cursor) = std::str::from_utf8(&req[args[1].clone()])
+        .ok()
+        .and_then(|c| c.parse::<u64>().ok())
+    else {
+        return error(s, "invalid cursor");
+    };
+    let (server, inner) = (cursor % n, cursor / n);
+    let mut wire = Vec::with_capacity(req.len() + 8);
+    put_array_header(&mut wire, args.len());
+    put_bulk(&mut wire, b"SCAN");
+    put_bulk(&mut wire, itoa::Buffer::new().format(inner).as_bytes());
+    for a in &args[2..] {
+        put_bulk(&mut wire, &req[a.clone()]);
+    }
+    let frag = Fragment::Scan {
+        server: server as u32,
+        servers: n as u32,
+    };
+    every_server(
+        s,
+        frag,
+        std::iter::once((server as usize, Bytes::from(wire))),
+    );
 }
 
 fn answer(s: &mut Session, local: Local, req: &Bytes, args: &[Range<usize>]) {
@@ -181,18 +454,28 @@ fn answer(s: &mut Session, local: Local, req: &Bytes, args: &[Range<usize>]) {
             }
         }
         Local::Client => {
-            let sub = arg(1).to_ascii_lowercase();
-            if sub == b"setname" || sub == b"setinfo" {
-                s.ready(OK);
+            if arg(1).eq_ignore_ascii_case(b"getname") {
+                let mut out = Vec::new();
+                match &s.client_name {
+                    Some(n) => put_bulk(&mut out, n),
+                    None if s.dialect == Dialect::Resp3 => out.extend_from_slice(b"_\r\n"),
+                    None => out.extend_from_slice(b"$-1\r\n"),
+                }
+                s.ready(out);
             } else {
-                error(
-                    s,
-                    &format!(
-                        "CLIENT {} is not supported by the proxy",
-                        printable(arg(1)).to_ascii_uppercase()
-                    ),
-                );
+                if arg(1).eq_ignore_ascii_case(b"setname") {
+                    let name = req.slice(args[2].clone());
+                    s.client_name = (!name.is_empty()).then_some(name);
+                }
+                s.ready(OK);
             }
+        }
+        Local::Reset => {
+            s.dialect = Dialect::Plain;
+            s.authenticated = s.pool.shared.conf.redis_auth.is_none();
+            s.txn_refused = false;
+            s.client_name = None;
+            s.ready(&b"+RESET\r\n"[..]);
         }
         Local::Hello => hello(s, req, args),
     }
@@ -315,13 +598,17 @@ fn forward(s: &mut Session, key: Key, req: Bytes, wire: Option<Bytes>, class: Cl
         Key::Placeholder => b"placeholder",
     };
     match s.pool.shared.router.dispatch(k) {
-        Ok(idx) => {
-            let slot = Slot::new(s.waker.clone());
-            s.pool.servers[idx].send_in(s.dialect, wire.unwrap_or(req), slot.clone(), s.now);
-            s.owe(Pending::Wait(slot), class);
-        }
+        Ok(idx) => send_to(s, idx, req, wire, class),
         Err(e) => route_error(s, k, e),
     }
+}
+
+/// Queues `req` (or `wire`) on server `idx`.
+#[inline]
+fn send_to(s: &mut Session, idx: usize, req: Bytes, wire: Option<Bytes>, class: Class) {
+    let slot = Slot::new(s.waker.clone());
+    s.pool.servers[idx].send_in(s.dialect, wire.unwrap_or(req), slot.clone(), s.now);
+    s.owe(Pending::Wait(slot), class);
 }
 
 fn fragment(
@@ -380,70 +667,4 @@ fn fragment(
     });
 }
 
-/// Merges the parts' replies of a fragmented command (every part answered).
-pub fn merge(kind: Fragment, replies: &[Bytes], order: &[u32]) -> Bytes {
-    // A backend error reply (e.g. -NOAUTH, -READONLY) is passed on as is.
-    if let Some(e) = replies.iter().find(|r| r.first() == Some(&b'-')) {
-        return e.clone();
-    }
-    match kind {
-        Fragment::Sum => {
-            let mut sum = 0i64;
-            for r in replies {
-                match integer(r) {
-                    Some(n) => sum += n,
-                    None => return ErrKind::Invalid.redis_reply(),
-                }
-            }
-            Bytes::from(format!(":{sum}\r\n"))
-        }
-        Fragment::Mset => {
-            if replies.iter().all(|r| &r[..] == OK) {
-                Bytes::from_static(OK)
-            } else {
-                ErrKind::Invalid.redis_reply()
-            }
-        }
-        Fragment::Mget | Fragment::No => {
-            // Walk each part's reply with a cursor, taking its next element
-            // for each key in request order: no per-part element lists.
-            let mut cursor: SmallVec<[(usize, usize); 4]> = SmallVec::new();
-            let mut count = itoa::Buffer::new();
-            let count = count.format(order.len()).as_bytes();
-            // Exact when every part is well formed: each element is copied once.
-            let mut size = 1 + count.len() + 2;
-            for r in replies {
-                match array_header(r) {
-                    Ok((n, start)) => {
-                        cursor.push((start, n));
-                        size += r.len() - start;
-                    }
-                    Err(_) => return ErrKind::Invalid.redis_reply(),
-                }
-            }
-            let mut out = Vec::with_capacity(size);
-            out.push(b'*');
-            out.extend_from_slice(count);
-            out.extend_from_slice(b"\r\n");
-            for &p in order {
-                let p = p as usize;
-                let (pos, left) = cursor[p];
-                if left == 0 {
-                    return ErrKind::Invalid.redis_reply();
-                }
-                match bulk_element(&replies[p], pos) {
-                    Ok(end) => {
-                        out.extend_from_slice(&replies[p][pos..end]);
-                        cursor[p] = (end, left - 1);
-                    }
-                    Err(_) => return ErrKind::Invalid.redis_reply(),
-                }
-            }
-            // Every part answered exactly as many keys as it was sent.
-            if cursor.iter().any(|&(_, left)| left != 0) {
-                return ErrKind::Invalid.redis_reply();
-            }
-            out.into()
-        }
-    }
-}
+pub use crate::proto::redis::merge::merge;

@@ -1,11 +1,15 @@
-//! RESP (redis) request and reply scanning, the command table, and the
-//! fragment/coalesce helpers for multi-key commands.
+//! RESP (redis) request and reply scanning, the command table (from Redis's
+//! own metadata) with what the proxy does with each command, and key finding.
 
 pub mod command;
+pub mod keys;
+pub mod merge;
+pub mod policy;
 pub mod reply;
 pub mod request;
 
-pub use command::{lookup, Command, Fragment, Keys, Local};
+pub use command::{lookup, Command, KeyShape};
+pub use policy::{Fragment, Local, Route, SessionKind};
 pub use request::{scan_request, Limits, RequestError};
 
 /// A `[-]<digits>\r\n` header (`*3`, `$5`, `:-2`, `$-1` after the type byte)
