@@ -355,7 +355,7 @@ fn sort(
         if !routing.routes_every_extension(prefix) {
             return error(
                 s,
-                &format!("{}: BY/GET patterns read keys on any server; put a hash tag before the '*' (e.g. 'w_{{tag}}*') so they share the sorted key's server", cmd.upper()),
+                &format!("{} with BY/GET patterns cannot be routed by the proxy: their keys may be on any server; put a hash tag before the '*' (e.g. 'w_{{tag}}*') so they share the sorted key's server", cmd.upper()),
             );
         }
     }

@@ -500,3 +500,120 @@ pub fn python() -> PathBuf {
         "python3".into()
     }
 }
+
+/// A parsed RESP reply (RESP2 and the RESP3 types the tests meet).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Status(String),
+    Error(String),
+    Int(i64),
+    Bulk(Vec<u8>),
+    Nil,
+    Array(Vec<Value>),
+    /// RESP3 map, as key/value pairs.
+    Map(Vec<(Value, Value)>),
+    Double(String),
+}
+
+impl Value {
+    /// Parses one complete reply (as `Conn::reply` returns it).
+    pub fn parse(b: &[u8]) -> Value {
+        let (v, n) = Value::parse_at(b, 0);
+        assert_eq!(n, b.len(), "trailing bytes after a reply");
+        v
+    }
+
+    fn parse_at(b: &[u8], pos: usize) -> (Value, usize) {
+        let nl = pos
+            + b[pos..]
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .unwrap_or_else(|| panic!("no CRLF"));
+        let line = String::from_utf8_lossy(&b[pos + 1..nl]).into_owned();
+        let next = nl + 2;
+        let num = || {
+            line.parse::<i64>()
+                .unwrap_or_else(|e| panic!("{line:?}: {e}"))
+        };
+        match b[pos] {
+            b'+' => (Value::Status(line), next),
+            b'-' => (Value::Error(line), next),
+            b':' => (Value::Int(num()), next),
+            b',' => (Value::Double(line), next),
+            b'_' => (Value::Nil, next),
+            b'$' | b'=' if num() < 0 => (Value::Nil, next),
+            b'$' | b'=' => {
+                let n = num() as usize;
+                (Value::Bulk(b[next..next + n].to_vec()), next + n + 2)
+            }
+            b'*' | b'~' | b'>' if num() < 0 => (Value::Nil, next),
+            b'*' | b'~' | b'>' => {
+                let mut at = next;
+                let mut items = Vec::new();
+                for _ in 0..num() {
+                    let (v, n) = Value::parse_at(b, at);
+                    items.push(v);
+                    at = n;
+                }
+                (Value::Array(items), at)
+            }
+            b'%' => {
+                let mut at = next;
+                let mut items = Vec::new();
+                for _ in 0..num() {
+                    let (k, n) = Value::parse_at(b, at);
+                    let (v, n) = Value::parse_at(b, n);
+                    items.push((k, v));
+                    at = n;
+                }
+                (Value::Map(items), at)
+            }
+            other => panic!("unknown RESP type {:?}", other as char),
+        }
+    }
+
+    /// The text of a status or bulk reply.
+    pub fn text(&self) -> String {
+        match self {
+            Value::Status(s) | Value::Error(s) | Value::Double(s) => s.clone(),
+            Value::Bulk(b) => String::from_utf8_lossy(b).into_owned(),
+            Value::Int(n) => n.to_string(),
+            other => panic!("not text: {other:?}"),
+        }
+    }
+
+    pub fn int(&self) -> i64 {
+        match self {
+            Value::Int(n) => *n,
+            other => panic!("not an integer: {other:?}"),
+        }
+    }
+
+    pub fn items(&self) -> &[Value] {
+        match self {
+            Value::Array(v) => v,
+            Value::Nil => &[],
+            other => panic!("not an array: {other:?}"),
+        }
+    }
+
+    /// A RESP2 flat key/value array (or a RESP3 map) as pairs of texts to
+    /// values.
+    pub fn field(&self, name: &str) -> Option<&Value> {
+        match self {
+            Value::Map(m) => m.iter().find(|(k, _)| k.text() == name).map(|(_, v)| v),
+            Value::Array(v) => v
+                .chunks(2)
+                .find(|p| matches!(&p[0], Value::Bulk(_) | Value::Status(_)) && p[0].text() == name)
+                .and_then(|p| p.get(1)),
+            _ => None,
+        }
+    }
+}
+
+impl Conn {
+    /// Sends a command and parses its reply.
+    pub fn value(&mut self, args: &[&[u8]]) -> Value {
+        Value::parse(&self.cmd(args))
+    }
+}
