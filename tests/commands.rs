@@ -773,3 +773,118 @@ print("ok")
     );
     println!("{}", stdout.trim());
 }
+
+/// A key's type and value in a form that does not depend on the server's
+/// encoding (what the proxy's pool holds against what one server holds).
+fn canonical(c: &mut Conn, key: &[u8]) -> String {
+    let t = c.value(&[b"TYPE", key]).text();
+    let v = match t.as_str() {
+        "string" => c.value(&[b"GET", key]),
+        "list" => c.value(&[b"LRANGE", key, b"0", b"-1"]),
+        "set" => sorted(c.value(&[b"SMEMBERS", key])),
+        "zset" => c.value(&[b"ZRANGE", key, b"0", b"-1", b"WITHSCORES"]),
+        _ => Value::Nil,
+    };
+    format!("{t} {v:?}")
+}
+
+/// Random multi-key commands over random keys through a 3-server pool:
+/// each one either runs exactly as on one server or is refused with
+/// `-CROSSSLOT` and changes nothing; afterwards every key reads the same
+/// through the proxy as on the one server, and the pool holds no other key.
+#[test]
+fn random_multi_key_commands_never_split_silently() {
+    use proptest::prelude::*;
+    use proptest::test_runner::{Config, TestRunner};
+    let (a, b, c) = (redis(), redis(), redis());
+    let backends = [&a, &b, &c];
+    let mirror = redis();
+    let p = shardproxy(&pool(&backends, ""), &[]);
+    let names: Vec<String> = (0..12).map(|i| format!("pk{i}")).collect();
+    const INCR_ALL: &str = "for _, k in ipairs(KEYS) do redis.call('INCR', k) end return #KEYS";
+    // (template, number of keys)
+    let templates: &[(&str, usize)] = &[
+        ("MSETNX K v K w", 2),
+        ("MSET K v K w K x", 3),
+        ("DEL K K K", 3),
+        ("RENAME K K", 2),
+        ("SMOVE K K m", 2),
+        ("LMOVE K K LEFT RIGHT", 2),
+        ("SUNIONSTORE K K K", 3),
+        ("ZUNIONSTORE K 2 K K", 3),
+        ("PFMERGE K K K", 3),
+        ("COPY K K REPLACE", 2),
+        ("BITOP OR K K K", 3),
+        ("EVAL|INCR_ALL|2|K|K", 2),
+        ("SADD K m n", 1),
+        ("RPUSH K x y", 1),
+        ("ZADD K 1 m", 1),
+        ("PFADD K a b", 1),
+        ("SET K 5", 1),
+    ];
+    let strategy = proptest::collection::vec(
+        (
+            0..templates.len(),
+            proptest::collection::vec(0..names.len(), 3),
+        ),
+        5..25,
+    );
+    let mut runner = TestRunner::new(Config {
+        cases: 24,
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let refused = std::cell::Cell::new(0usize);
+    let ran = std::cell::Cell::new(0usize);
+    let result = runner.run(&strategy, |steps| {
+        let mut k = Conn::new(p.port);
+        let mut m = Conn::new(mirror.port);
+        prop_assert_eq!(k.cmd(&[b"FLUSHALL"]), b"+OK\r\n".to_vec());
+        prop_assert_eq!(m.cmd(&[b"FLUSHALL"]), b"+OK\r\n".to_vec());
+        for (t, picks) in &steps {
+            let (template, _) = templates[*t];
+            let sep = if template.contains('|') { '|' } else { ' ' };
+            let mut next = picks.iter();
+            let args: Vec<String> = template
+                .split(sep)
+                .map(|tok| match tok {
+                    "K" => names[*next.next().unwrap_or(&0)].clone(),
+                    "INCR_ALL" => INCR_ALL.to_string(),
+                    t => t.to_string(),
+                })
+                .collect();
+            let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+            let before = data(&backends);
+            let got = k.cmd(&bytes);
+            if got.starts_with(b"-CROSSSLOT") {
+                prop_assert_eq!(data(&backends), before, "{:?} changed data", args);
+                refused.set(refused.get() + 1);
+                continue;
+            }
+            ran.set(ran.get() + 1);
+            let want = m.cmd(&bytes);
+            prop_assert_eq!(
+                String::from_utf8_lossy(&got),
+                String::from_utf8_lossy(&want),
+                "{:?}",
+                args
+            );
+        }
+        for n in &names {
+            prop_assert_eq!(
+                canonical(&mut k, n.as_bytes()),
+                canonical(&mut m, n.as_bytes()),
+                "{} differs",
+                n
+            );
+        }
+        prop_assert_eq!(k.value(&[b"DBSIZE"]), m.value(&[b"DBSIZE"]));
+        Ok(())
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+    let (ran, refused) = (ran.get(), refused.get());
+    println!("{ran} commands ran as on one server, {refused} refused with -CROSSSLOT");
+    assert!(refused > 20 && ran > 100, "{ran} ran, {refused} refused");
+}
