@@ -46,6 +46,45 @@ fn run_python(script: &str, args: &[String]) {
     eprint!("{}", String::from_utf8_lossy(&out.stdout));
 }
 
+/// The node client libraries (`scripts/test` installs them into
+/// `target/node`).
+fn run_node(script: &str, args: &[String]) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let modules = root.join("target/node/node_modules");
+    assert!(
+        modules.join("ioredis").exists(),
+        "ioredis is missing: run scripts/test (it installs it into target/node)"
+    );
+    let out = std::process::Command::new("node")
+        .arg(root.join("tests/clients").join(script))
+        .args(args)
+        .env("NODE_PATH", &modules)
+        .output()
+        .unwrap_or_else(|e| panic!("node: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Streams with consumer groups, Lua scripts, EXPIRE NX, SCAN, INFO and
+/// hash-tagged multi-key commands, unmodified, through 3 servers.
+#[test]
+fn redis_py_and_ioredis_application_mix() {
+    let (a, b, c) = (redis(), redis(), redis());
+    let p = shardproxy(&redis_pool(&[&a, &b, &c], "  hash_tag: \"{}\"\n"), &[]);
+    for proto in ["2", "3"] {
+        run_python("redis_py_mix.py", &[p.port.to_string(), proto.to_string()]);
+        // Each run starts from empty servers.
+        let mut k = support::Conn::new(p.port);
+        assert_eq!(k.cmd(&[b"FLUSHALL"]), b"+OK\r\n");
+    }
+    run_node("ioredis_mix.js", &[p.port.to_string()]);
+}
+
 #[test]
 fn redis_py_current_release() {
     let (a, b, c) = (redis(), redis(), redis());
@@ -163,4 +202,101 @@ fn memcache_crate_ascii() {
     assert!(!c.delete("mc:a").unwrap_or_else(|e| panic!("{e}")));
     let v = c.version().unwrap_or_else(|e| panic!("{e}"));
     assert!(v.iter().all(|(_, v)| v.starts_with("shardproxy-")), "{v:?}");
+}
+
+/// The `redis` crate running the same kind of application mix: streams with
+/// a consumer group, a Lua script by sha on keys of every server, EXPIRE NX,
+/// SCAN iteration, INFO, and hash-tagged multi-key commands.
+#[test]
+fn redis_crate_application_mix() {
+    use redis::Commands;
+    let (a, b, c) = (redis(), redis(), redis());
+    let p = shardproxy(&redis_pool(&[&a, &b, &c], "  hash_tag: \"{}\"\n"), &[]);
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}/", p.port))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut con = client.get_connection().unwrap_or_else(|e| panic!("{e}"));
+    let q = |cmd: &mut redis::Cmd, con: &mut redis::Connection| -> redis::Value {
+        cmd.query(con).unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
+    };
+    for s in 0..10 {
+        let key = format!("rs:stream:{s}");
+        for i in 1..=3 {
+            let id: String = redis::cmd("XADD")
+                .arg(&key)
+                .arg(format!("1-{i}"))
+                .arg(&["job", "x"])
+                .query(&mut con)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(id, format!("1-{i}"));
+        }
+        q(
+            redis::cmd("XGROUP").arg(&["CREATE", &key, "g", "0"]),
+            &mut con,
+        );
+        let got = q(
+            redis::cmd("XREADGROUP").arg(&["GROUP", "g", "c", "STREAMS", &key, ">"]),
+            &mut con,
+        );
+        assert!(format!("{got:?}").contains("1-3"), "{got:?}");
+        let acked: i64 = redis::cmd("XACK")
+            .arg(&[&key, "g", "1-1", "1-2", "1-3"])
+            .query(&mut con)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(acked, 3);
+    }
+    let sha: String = redis::cmd("SCRIPT")
+        .arg(&["LOAD", "return redis.call('INCR', KEYS[1])"])
+        .query(&mut con)
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..30 {
+        let n: i64 = redis::cmd("EVALSHA")
+            .arg(&sha)
+            .arg(1)
+            .arg(format!("rs:n:{i}"))
+            .query(&mut con)
+            .unwrap_or_else(|e| panic!("EVALSHA on key {i}: {e}"));
+        assert_eq!(n, 1);
+    }
+    let _: () = con.set("rs:ttl", 1).unwrap_or_else(|e| panic!("{e}"));
+    let set: i64 = redis::cmd("EXPIRE")
+        .arg(&["rs:ttl", "100", "NX"])
+        .query(&mut con)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let again: i64 = redis::cmd("EXPIRE")
+        .arg(&["rs:ttl", "100", "NX"])
+        .query(&mut con)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((set, again), (1, 0));
+    let keys: Vec<(String, i64)> = (0..400).map(|i| (format!("rs:scan:{i}"), i)).collect();
+    let _: () = con.mset(&keys).unwrap_or_else(|e| panic!("{e}"));
+    let mut seen: Vec<String> = con
+        .scan_match::<_, String>("rs:scan:*")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|e| panic!("{e}"));
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), 400);
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut con)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(info.contains("proxy:shardproxy-"), "{info}");
+    let _: () = con
+        .rpush("{rq}:a", &["x", "y"])
+        .unwrap_or_else(|e| panic!("{e}"));
+    let moved: String = redis::cmd("LMOVE")
+        .arg(&["{rq}:a", "{rq}:b", "LEFT", "RIGHT"])
+        .query(&mut con)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(moved, "x");
+    let crossed = (0..20)
+        .filter(|i| {
+            let r: redis::RedisResult<()> =
+                con.rename(format!("rs:scan:{i}"), format!("rs:moved:{i}"));
+            // The crate recognises Redis Cluster's error code.
+            r.is_err_and(|e| e.code() == Some("CROSSSLOT"))
+        })
+        .count();
+    assert!(crossed > 0);
 }
