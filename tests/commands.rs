@@ -9,10 +9,16 @@ use shardproxy::proto::redis::command::{Begin, Command, Find};
 use shardproxy::proto::redis::keys::{find, KeyPositions};
 use shardproxy::proto::redis::lookup;
 use std::collections::{BTreeMap, BTreeSet};
-use support::{redis, resp, servers, shardproxy, Conn, Proc, Value};
+use support::{redis, resp, shardproxy, Conn, Proc, Value};
 
+/// Servers carry names, so where a key lands depends on the key alone, not on
+/// the free ports the test happened to get.
 fn pool(backends: &[&Proc], extra: &str) -> impl Fn(u16) -> String {
-    let s = servers(backends);
+    let s: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("   - 127.0.0.1:{}:1 s{i}\n", b.port))
+        .collect();
     let extra = extra.to_string();
     move |port| {
         format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: murmur\n  timeout: 5000\n{extra}  servers:\n{s}")
@@ -309,9 +315,11 @@ s SDIFF A B
 s SMEMBERS C
 = SCARD A
 = SREM A 2
-~ SPOP A
+= SADD D solo
+= SPOP D
 ~ SRANDMEMBER B
 = SSCAN B 0
+= DEL A B C D
 = ZADD A 1 a 2 b 3 c
 = ZADD B 2 b 3 c 4 d
 = ZRANGE A 0 -1 WITHSCORES
@@ -532,22 +540,48 @@ fn kind(v: &Value) -> std::mem::Discriminant<Value> {
 
 /// Runs the corpus through a 3-server pool and against one redis-server;
 /// returns how many lines were answered `-CROSSSLOT`.
+/// Four key names of which no two neighbours (A B, B C, C D) share a server,
+/// found by setting candidates through the proxy and asking the servers.
+fn spread_keys(k: &mut Conn, backends: &[&Proc]) -> Vec<String> {
+    let mut picked: Vec<(String, usize)> = Vec::new();
+    for i in 0..200 {
+        let key = format!("k{i}");
+        assert_eq!(k.cmd(&[b"SET", key.as_bytes(), b"x"]), b"+OK\r\n");
+        let Some(at) = backends
+            .iter()
+            .position(|b| Conn::new(b.port).value(&[b"EXISTS", key.as_bytes()]).int() == 1)
+        else {
+            panic!("{key} is on no server")
+        };
+        assert_eq!(k.cmd(&[b"DEL", key.as_bytes()]), b":1\r\n");
+        if picked.last().is_none_or(|&(_, last)| last != at) {
+            picked.push((key, at));
+            if picked.len() == 4 {
+                return picked.into_iter().map(|(k, _)| k).collect();
+            }
+        }
+    }
+    panic!("200 keys and no four that spread over the servers");
+}
+
 fn run_corpus(tagged: bool) -> usize {
     let (a, b, c) = (redis(), redis(), redis());
     let direct = redis();
     let extra = if tagged { "  hash_tag: \"{}\"\n" } else { "" };
     let p = shardproxy(&pool(&[&a, &b, &c], extra), &[]);
     let backends = [&a, &b, &c];
+    let mut k = Conn::new(p.port);
+    let spread;
     let keys = if tagged {
         ["{t}ka", "{t}kb", "{t}kc", "{t}kd"]
     } else {
-        ["ka", "kb", "kc", "kd"]
+        spread = spread_keys(&mut k, &backends);
+        [&*spread[0], &*spread[1], &*spread[2], &*spread[3]]
     };
     let pattern = if tagged { "{t}w_" } else { "w_" };
     let mut d = Conn::new(direct.port);
     let sha = d.value(&[b"SCRIPT", b"LOAD", b"return KEYS[1]"]).text();
     assert_eq!(d.cmd(&[b"SCRIPT", b"FLUSH"]), b"+OK\r\n");
-    let mut k = Conn::new(p.port);
     let mut crossslot = 0;
     for (expect, args, line) in corpus(keys, pattern, &sha) {
         let bytes: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();

@@ -11,7 +11,7 @@ use super::{printable, unroutable, Pending, Session};
 use crate::dist::NoServer;
 use crate::msg::{ErrKind, Slot};
 use crate::proto::guard::{http_command, http_line, Attack};
-use crate::proto::redis::command::{flag, Command, Find};
+use crate::proto::redis::command::{Command, Find};
 use crate::proto::redis::keys::KeyPositions;
 use crate::proto::redis::request::{is_inline, put_array_header, put_bulk};
 use crate::proto::redis::{
@@ -89,7 +89,7 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
         }
         return wrong_arity(s, cmd);
     }
-    if !cmd.subcommands.is_empty() && args.len() > 1 {
+    if cmd.container && args.len() > 1 {
         let sub = &req[args[1].clone()];
         match cmd.sub(sub) {
             Some(c) => cmd = c,
@@ -104,7 +104,7 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
             return wrong_arity(s, cmd);
         }
     }
-    if !s.authenticated && !cmd.has(flag::NO_AUTH) {
+    if !s.authenticated && !cmd.no_auth {
         s.ready(NOAUTH);
         return;
     }
