@@ -367,6 +367,7 @@ fn run_one(
                 Fragment::And,
                 Fragment::PairSum,
                 Fragment::Random,
+                Fragment::Min,
                 Fragment::Info { clients: 3 },
                 Fragment::Scan {
                     server: 1,

@@ -45,6 +45,21 @@
 //!
 //! The server side never imports the client side; both share only [`msg`].
 //!
+//! ## Sessions
+//!
+//! A client is *shared* — its requests pipelined on the worker's shared
+//! server connections — until it needs server state of its own: a `WATCH`,
+//! a blocking command, a `WAIT`. Then it *pins* a server connection
+//! ([`client::pin`]): an idle one of the worker or a new one, bounded per
+//! pool by `session_connections`; its requests to that server go there until
+//! the pin ends, clean (back to the idle ones) or not (closed: a client that
+//! left while blocked). The shared path pays one branch for it. A request
+//! that pins, and one after a pin that ends with a reply, is *held* until
+//! the replies owed before it are in, so the client's commands run in
+//! order across connections. Transactions ([`client::txn`]) are queued by
+//! the proxy and sent at `EXEC` as one uninterrupted `MULTI … EXEC` batch to
+//! the server of their keys, which needs no pin unless something is watched.
+//!
 //! ## Two protocols, one engine
 //!
 //! Redis and memcache differ only where bytes are interpreted: the request and
@@ -84,7 +99,7 @@
 //! | [`health`] | `server_failure_limit`, `auto_eject_hosts`, retry (process-wide) | no |
 //! | [`proto`] | `nc_redis.c` / `nc_memcache.c` parsers; the redis command table (from Redis's metadata), key finding, merge rules; request guards | no |
 //! | [`msg`] | `nc_message.c`: reply slots, proxy error kinds | no |
-//! | [`client`] | `nc_client.c`: client connection, in-order replies, fragments | yes |
+//! | [`client`] | `nc_client.c`: client connection, in-order replies, fragments; sessions (pinned connections, transactions) | yes |
 //! | [`server`] | `nc_server.c`: server connections, FIFO matching, timeouts | yes |
 //! | [`worker`] | `nc_core.c` event loop, one per thread | yes |
 //! | [`net`] | listeners, connects, socket options | yes |

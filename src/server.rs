@@ -91,9 +91,25 @@ pub struct ServerConn {
     queue: RefCell<VecDeque<Outgoing>>,
     wake: Wake,
     alive: Cell<bool>,
+    /// Set by [`ServerConn::close`]: the proxy closes the connection on
+    /// purpose (a pinned connection whose state is unknown); not a failure.
+    closing: Cell<bool>,
 }
 
 impl ServerConn {
+    /// Closes the connection (what is queued or in flight fails): for a
+    /// pinned connection that must not be reused, such as one whose client
+    /// left while blocked (the server must not hand it a popped element).
+    pub fn close(&self) {
+        self.closing.set(true);
+        self.wake.wake();
+    }
+
+    /// Open (or opening), and not closing.
+    pub fn is_usable(&self) -> bool {
+        self.alive.get() && !self.closing.get()
+    }
+
     /// Queues a request (stat `in_queue`).
     fn push(&self, out: Outgoing, stats: &ServerStats) {
         stats.get(F::InQueue).incr();
@@ -123,12 +139,18 @@ struct ConnSet {
 
 /// The connections of one worker to one server (at most `server_connections`
 /// per dialect), picked round-robin; a dead or missing one is (re)opened by the
-/// next request.
+/// next request. Besides them, the server connections clients pin for their
+/// sessions (see [`ServerSlot::pin`]), and a few idle ones kept for the next
+/// session.
 #[derive(Debug)]
 pub struct ServerSlot {
     backend: Rc<Backend>,
     sets: [ConnSet; 2],
+    idle: [RefCell<Vec<Rc<ServerConn>>>; 2],
 }
+
+/// Clean pinned connections kept per server and dialect for the next session.
+const IDLE_PINNED: usize = 4;
 
 impl ServerSlot {
     pub fn new(backend: Backend, max_conns: u32) -> ServerSlot {
@@ -139,6 +161,88 @@ impl ServerSlot {
         ServerSlot {
             backend: Rc::new(backend),
             sets: [set(), set()],
+            idle: Default::default(),
+        }
+    }
+
+    /// A server connection for one client's session alone (a transaction
+    /// with WATCH, a blocking command, subscriptions): an idle one, or a new
+    /// one (which starts with the preamble, as every connection). Counted in
+    /// `shardproxy_pinned_connections` until [`ServerSlot::unpin`].
+    pub fn pin(&self, dialect: Dialect) -> Rc<ServerConn> {
+        self.backend.stats.pinned.incr();
+        let mut idle = self.idle[dialect as usize].borrow_mut();
+        while let Some(c) = idle.pop() {
+            if c.is_usable() {
+                return c;
+            }
+        }
+        drop(idle);
+        self.open(dialect)
+    }
+
+    /// Ends a pin: a `clean` connection (no session state left on the server:
+    /// its EXEC, UNWATCH or blocking reply came back) is kept for the next
+    /// session; any other is closed.
+    pub fn unpin(&self, dialect: Dialect, conn: Rc<ServerConn>, clean: bool) {
+        self.backend.stats.pinned.decr();
+        let mut idle = self.idle[dialect as usize].borrow_mut();
+        if clean && conn.is_usable() && idle.len() < IDLE_PINNED {
+            idle.push(conn);
+        } else {
+            conn.close();
+        }
+    }
+
+    /// Queues a request on a given connection (a pinned one), with its own
+    /// deadline (a blocking command's is its block time plus `timeout`;
+    /// `None` waits as long as it takes).
+    pub fn send_pinned(
+        &self,
+        conn: &ServerConn,
+        data: Bytes,
+        reply: ReplyTo,
+        deadline: Option<Instant>,
+    ) {
+        self.forwarded(&data);
+        conn.push(
+            Outgoing {
+                data,
+                reply,
+                deadline,
+            },
+            &self.backend.stats,
+        );
+    }
+
+    /// The deadline of a request read at `read`: `timeout` after it.
+    pub fn deadline(&self, read: std::time::Instant) -> Option<Instant> {
+        self.backend.timeout.map(|t| Instant::from_std(read) + t)
+    }
+
+    /// The pool's `timeout`.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.backend.timeout
+    }
+
+    /// Queues requests back to back on one connection (`conn`, or a shared
+    /// one of `dialect`): nothing of another client comes between them, so
+    /// a `MULTI … EXEC` batch runs as one transaction even on a shared
+    /// connection.
+    pub fn send_batch(
+        &self,
+        conn: Option<&Rc<ServerConn>>,
+        dialect: Dialect,
+        batch: impl IntoIterator<Item = (Bytes, ReplyTo)>,
+        read: std::time::Instant,
+    ) {
+        let deadline = self.deadline(read);
+        let conn = match conn {
+            Some(c) => c.clone(),
+            None => self.conn(dialect),
+        };
+        for (data, reply) in batch {
+            self.send_pinned(&conn, data, reply, deadline);
         }
     }
 
@@ -202,6 +306,13 @@ impl ServerSlot {
                 return c.clone();
             }
         }
+        let c = self.open(dialect);
+        conns[i] = Some(c.clone());
+        c
+    }
+
+    /// Opens a connection: its preamble is queued first.
+    fn open(&self, dialect: Dialect) -> Rc<ServerConn> {
         let c = Rc::new(ServerConn::default());
         c.alive.set(true);
         let deadline = self.backend.timeout.map(|t| Instant::now() + t);
@@ -215,7 +326,6 @@ impl ServerSlot {
                 &self.backend.stats,
             );
         }
-        conns[i] = Some(c.clone());
         tokio::task::spawn_local(run(c.clone(), self.backend.clone()));
         c
     }
@@ -254,13 +364,15 @@ async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
     conn.alive.set(false);
     backend.worker.closed();
     let st = &backend.stats;
-    st.get(match kind {
-        ErrKind::ServerEof => F::ServerEof,
-        ErrKind::TimedOut => F::ServerTimedout,
-        _ => F::ServerErr,
-    })
-    .incr();
-    backend.health.failed(backend.index);
+    if !conn.closing.get() {
+        st.get(match kind {
+            ErrKind::ServerEof => F::ServerEof,
+            ErrKind::TimedOut => F::ServerTimedout,
+            _ => F::ServerErr,
+        })
+        .incr();
+        backend.health.failed(backend.index);
+    }
     for f in inflight {
         st.get(F::OutQueue).decr();
         st.get(F::OutQueueBytes).add(-(f.bytes as i64));
@@ -309,6 +421,9 @@ impl Conn {
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
         loop {
+            if conn.closing.get() {
+                return self.fail(ErrKind::ServerEof);
+            }
             // Take everything queued: it is written in order, so replies match FIFO.
             {
                 let mut q = conn.queue.borrow_mut();

@@ -79,6 +79,9 @@ pub struct PoolLocal {
     pub servers: Vec<ServerSlot>,
     pub stats: Arc<PoolStats>,
     pub worker: Arc<WorkerStats>,
+    /// Server connections this worker's clients have pinned in the pool
+    /// (bounded by `session_connections`).
+    pub pinned: std::cell::Cell<u32>,
 }
 
 fn command(args: &[&[u8]]) -> Bytes {
@@ -194,6 +197,7 @@ pub fn run(
                 servers,
                 stats: pool_stats,
                 worker: stats.clone(),
+                pinned: Default::default(),
             });
             if pool.shared.conf.preconnect {
                 for s in &pool.servers {

@@ -4,8 +4,7 @@
 //! `scripts/test` into `target/pyenv`).
 
 mod support;
-use std::path::PathBuf;
-use support::{memcached, redis, shardproxy, Proc};
+use support::{memcached, redis, run_node, run_python, shardproxy, Proc};
 
 fn redis_pool(backends: &[&Proc], extra: &str) -> impl Fn(u16) -> String {
     let s = support::servers(backends);
@@ -22,52 +21,6 @@ fn memcache_pool(backends: &[&Proc]) -> impl Fn(u16) -> String {
             "beta:\n  listen: 127.0.0.1:{port}\n  hash: murmur\n  timeout: 5000\n  servers:\n{s}"
         )
     }
-}
-
-fn run_python(script: &str, args: &[String]) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/clients")
-        .join(script);
-    let out = std::process::Command::new(support::python())
-        .arg(&path)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("python: {e}"));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !stderr.contains("ModuleNotFoundError"),
-        "{stderr}\nthe python clients are missing: run scripts/test (it installs them into target/pyenv)"
-    );
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{}{stderr}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    eprint!("{}", String::from_utf8_lossy(&out.stdout));
-}
-
-/// The node client libraries (`scripts/test` installs them into
-/// `target/node`).
-fn run_node(script: &str, args: &[String]) {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let modules = root.join("target/node/node_modules");
-    assert!(
-        modules.join("ioredis").exists(),
-        "ioredis is missing: run scripts/test (it installs it into target/node)"
-    );
-    let out = std::process::Command::new("node")
-        .arg(root.join("tests/clients").join(script))
-        .args(args)
-        .env("NODE_PATH", &modules)
-        .output()
-        .unwrap_or_else(|e| panic!("node: {e}"));
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprint!("{}", String::from_utf8_lossy(&out.stdout));
 }
 
 /// Streams with consumer groups, Lua scripts, EXPIRE NX, SCAN, INFO and

@@ -1,28 +1,20 @@
 //! The Redis 7 command table against real redis-servers: the table agrees
 //! with what the server says of itself (`COMMAND`), every command class
 //! behaves through a 3-server pool as on one redis-server (or is refused with
-//! no server's data changed), SCAN/KEYS/DBSIZE/SCRIPT fan out correctly, and a
-//! refused MULTI runs nothing.
+//! no server's data changed), and SCAN/KEYS/DBSIZE/SCRIPT fan out correctly.
+//! Transactions, blocking commands and WAIT: tests/sessions.rs.
 
 mod support;
 use shardproxy::proto::redis::command::{Begin, Command, Find};
 use shardproxy::proto::redis::keys::{find, KeyPositions};
 use shardproxy::proto::redis::lookup;
 use std::collections::{BTreeMap, BTreeSet};
-use support::{redis, resp, shardproxy, Conn, Proc, Value};
+use support::{named_pool, redis, shardproxy, Conn, Proc, Value};
 
 /// Servers carry names, so where a key lands depends on the key alone, not on
 /// the free ports the test happened to get.
 fn pool(backends: &[&Proc], extra: &str) -> impl Fn(u16) -> String {
-    let s: String = backends
-        .iter()
-        .enumerate()
-        .map(|(i, b)| format!("   - 127.0.0.1:{}:1 s{i}\n", b.port))
-        .collect();
-    let extra = extra.to_string();
-    move |port| {
-        format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: murmur\n  timeout: 5000\n{extra}  servers:\n{s}")
-    }
+    named_pool(backends, &format!("  timeout: 5000\n{extra}"))
 }
 
 /// Our table's entry for a server's command name (`xgroup|create`).
@@ -463,13 +455,24 @@ s KEYS *
 ! MONITOR
 ! CLIENT KILL ID 1
 ! CLIENT REPLY OFF
-! BLPOP A 1
-! BRPOP A 1
-! BLMOVE A B LEFT LEFT 1
-! XREAD BLOCK 10 STREAMS A 0
-! WAIT 0 0
+= DEL A B
+= RPUSH A x y
+= BLPOP A 0.01
+= BRPOP A 0.01
+= BLPOP A 0.01
+? BLMOVE A B LEFT LEFT 0.01
+= XADD A 1-1 f v
+= XREAD BLOCK 10 STREAMS A 0
+= XREAD BLOCK 10 STREAMS A $
+= WAIT 0 0
 ! SUBSCRIBE ch
-! WATCH A
+= WATCH A
+= GET A
+= UNWATCH
+= MULTI
+= INCR B
+= GET B
+= EXEC
 = FLUSHDB
 = DBSIZE
 "#;
@@ -719,93 +722,6 @@ fn scan_keys_dbsize_and_scripts_span_every_server() {
     assert!(info.contains("db0:keys=1,"), "{info}");
     let server_only = k.value(&[b"INFO", b"server"]).text();
     assert!(server_only.starts_with("# Server\r\n") && !server_only.contains("# Keyspace"));
-}
-
-#[test]
-fn a_refused_multi_runs_nothing_until_exec() {
-    let (a, b) = (redis(), redis());
-    let backends = [&a, &b];
-    let p = shardproxy(&pool(&backends, ""), &[]);
-    let mut k = Conn::new(p.port);
-    assert_eq!(k.cmd(&[b"SET", b"before", b"1"]), b"+OK\r\n");
-    let before = data(&backends);
-    // redis-py's pipeline(transaction=True): one write.
-    let mut wire = resp(&[b"MULTI"]);
-    wire.extend(resp(&[b"SET", b"t1", b"x"]));
-    wire.extend(resp(&[b"INCR", b"t2"]));
-    wire.extend(b"SET t3 y\r\n");
-    wire.extend(resp(&[b"EXEC"]));
-    wire.extend(resp(&[b"GET", b"before"]));
-    k.send(&wire);
-    let r = Value::parse(&k.reply());
-    assert!(
-        matches!(&r, Value::Error(e) if e.starts_with("ERR MULTI is not supported")),
-        "{r:?}"
-    );
-    for _ in 0..3 {
-        let r = Value::parse(&k.reply());
-        assert!(
-            matches!(&r, Value::Error(e) if e.contains("Command not run")),
-            "{r:?}"
-        );
-    }
-    assert_eq!(
-        k.reply(),
-        b"-EXECABORT Transaction discarded because of previous errors.\r\n"
-    );
-    // After EXEC the connection works as before.
-    assert_eq!(k.reply(), b"$1\r\n1\r\n");
-    assert_eq!(
-        data(&backends),
-        before,
-        "a command of the refused transaction ran"
-    );
-    // DISCARD ends it too.
-    k.send(
-        &[
-            resp(&[b"MULTI"]),
-            resp(&[b"SET", b"t1", b"x"]),
-            resp(&[b"DISCARD"]),
-            resp(&[b"SET", b"after", b"1"]),
-        ]
-        .concat(),
-    );
-    assert!(k.reply().starts_with(b"-ERR MULTI"));
-    assert!(k.reply().starts_with(b"-ERR Command not run"));
-    assert_eq!(k.reply(), b"+OK\r\n");
-    assert_eq!(k.reply(), b"+OK\r\n");
-    assert_eq!(k.cmd(&[b"EXISTS", b"t1", b"after"]), b":1\r\n");
-    // redis-py's transactional pipeline raises, and writes nothing.
-    let script = format!(
-        r#"
-import redis
-r = redis.Redis(port={}, decode_responses=True)
-p = r.pipeline(transaction=True)
-p.set("py:t1", "x")
-p.incr("py:t2")
-try:
-    p.execute()
-    raise SystemExit("the transaction succeeded")
-except redis.RedisError as e:
-    print("raised", type(e).__name__, e)
-assert r.exists("py:t1", "py:t2") == 0
-assert r.get("before") == "1"
-print("ok")
-"#,
-        p.port
-    );
-    let out = std::process::Command::new(support::python())
-        .arg("-c")
-        .arg(&script)
-        .output()
-        .unwrap_or_else(|e| panic!("python: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("ok"),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    println!("{}", stdout.trim());
 }
 
 /// A key's type and value in a form that does not depend on the server's

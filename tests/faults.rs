@@ -7,7 +7,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
-use support::{redis, redis_at, redis_with, resp, shardproxy, Conn, Proc};
+use support::{eventually, redis, redis_at, redis_with, resp, shardproxy, Conn, Proc};
 
 fn pool(backends: &[&Proc], extra: &str) -> impl Fn(u16) -> String {
     let s = support::servers(backends);
@@ -35,15 +35,6 @@ fn stat(p: &Proc, path: &[&str]) -> i64 {
         cur = &cur[*k];
     }
     cur.as_i64().unwrap_or_else(|| panic!("{path:?}: {cur}"))
-}
-
-/// Polls `f` until it holds (generous bound for a loaded machine).
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(10);
-    while !f() {
-        assert!(Instant::now() < end, "never: {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -95,7 +95,7 @@ pub fn send_parts(
     for (idx, r) in &plan.parts {
         let slot = Slot::part(s.waker.clone(), countdown.clone());
         let members = &plan.members[r.start as usize..r.end as usize];
-        s.pool.servers[*idx].send_in(s.dialect, wire(members), slot.clone(), s.now);
+        s.send(*idx, wire(members), slot.clone());
         parts.push(slot);
     }
     s.pool

@@ -10,7 +10,9 @@
 
 pub mod frag;
 pub mod memcache;
+pub mod pin;
 pub mod redis;
+pub mod txn;
 
 use crate::msg::{Protocol, Slot, Wake};
 use crate::net::{Stream, WriteQueue};
@@ -33,6 +35,11 @@ pub const DEFAULT_CLIENT_BUFFER: usize = 16 * 1024 * 1024;
 
 static CLIENT_BUFFER: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(DEFAULT_CLIENT_BUFFER);
+
+/// The per-client limit of unwritten reply bytes (`--client-buffer`).
+pub fn client_buffer() -> usize {
+    CLIENT_BUFFER.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Sets the per-client limit of unwritten reply bytes (`--client-buffer`).
 ///
@@ -114,10 +121,16 @@ pub struct Session {
     /// Set when the client sent what no cache client sends (an HTTP request,
     /// a TLS hello): the connection is closing; the loop logs it once.
     pub attack: Option<Attack>,
-    /// redis: a MULTI was refused; until EXEC/DISCARD nothing runs.
-    pub txn_refused: bool,
     /// redis: `CLIENT SETNAME`.
     pub client_name: Option<Bytes>,
+    /// redis: the transaction, from `MULTI` or `WATCH` on.
+    pub txn: Option<txn::Txn>,
+    /// redis: pinned server connections, and a request held until the
+    /// replies before it are in.
+    pub pins: pin::Pins,
+    /// redis: while set, requests sent on pinned connections get this
+    /// deadline instead of `timeout` (a blocking command's own, or none).
+    pub block_deadline: Option<Option<tokio::time::Instant>>,
 }
 
 impl Session {
@@ -207,8 +220,10 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
         args: Vec::new(),
         mc: Default::default(),
         attack: None,
-        txn_refused: false,
         client_name: None,
+        txn: None,
+        pins: Default::default(),
+        block_deadline: None,
     };
     let mut rbuf = BytesMut::new();
     // Bytes read since the buffer was last released, and so the size of the
@@ -275,6 +290,16 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
         if out.write_to(&stream).is_err() {
             return End::Error;
         }
+        if s.pins.end_when_answered && s.pending.is_empty() {
+            // The reply a pin ended with is in: the connection is clean.
+            s.unpin_all(true);
+        }
+        if s.holding() && s.pending.is_empty() && !s.closing {
+            // The replies a held request waited for are in: run it (and
+            // what was read after it).
+            fresh = true;
+            continue;
+        }
         if out.is_empty() && (close_now || ((eof || s.closing) && s.pending.is_empty())) {
             return if stopping {
                 End::Shutdown
@@ -293,8 +318,13 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
                 .clamp(FIRST_READ, READ_CHUNK);
             burst = 0;
         }
-        let can_read =
-            !eof && !s.closing && s.pending.len() < MAX_PENDING && out.len() < max_unwritten;
+        // While a request is held, reading goes on (a client that leaves
+        // while blocked is seen) but only up to a bound.
+        let can_read = !eof
+            && !s.closing
+            && s.pending.len() < MAX_PENDING
+            && out.len() < max_unwritten
+            && (!s.holding() || rbuf.len() < READ_CHUNK * 4);
         let waiting = !s.pending.is_empty();
         let event = std::future::poll_fn(|cx| {
             if !s.closing {
@@ -339,6 +369,10 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
                     rbuf.reserve(need.saturating_sub(rbuf.len()).max(chunk));
                 }
                 match stream.try_read_buf(&mut rbuf) {
+                    // A client that leaves while it holds a pinned
+                    // connection (blocked, subscribed, watching) is gone at
+                    // once, as from Redis: its connections are closed.
+                    Ok(0) if !s.pins.is_empty() => return End::Eof,
                     Ok(0) => eof = true,
                     Ok(n) => {
                         burst += n;
@@ -356,6 +390,10 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
             }
             Event::Woken => {}
             Event::Shutdown => {
+                if !s.pins.is_empty() {
+                    // Blocked or watching: what it waits for may never come.
+                    return End::Shutdown;
+                }
                 // Stop taking requests; deliver what is in flight, then close.
                 s.closing = true;
                 stopping = true;

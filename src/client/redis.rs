@@ -11,6 +11,7 @@ use super::{printable, unroutable, Pending, Session};
 use crate::dist::NoServer;
 use crate::msg::{ErrKind, Slot};
 use crate::proto::guard::{http_command, http_line, Attack};
+use crate::proto::redis::blocking::{block_time, Block};
 use crate::proto::redis::command::{Command, Find};
 use crate::proto::redis::keys::KeyPositions;
 use crate::proto::redis::request::{is_inline, put_array_header, put_bulk};
@@ -18,7 +19,7 @@ use crate::proto::redis::{
     lookup, scan_request, Fragment, KeyShape, Limits, Local, Route, SessionKind,
 };
 use crate::proto::Scan;
-use crate::server::Dialect;
+use crate::server::{Dialect, ReplyTo};
 use crate::stats::metrics::Class;
 use bytes::{Bytes, BytesMut};
 use smallvec::SmallVec;
@@ -39,7 +40,13 @@ pub fn handle_requests(s: &mut Session, rbuf: &mut BytesMut) -> usize {
 
 fn scan_all(s: &mut Session, rbuf: &mut BytesMut, args: &mut Vec<Range<usize>>) -> usize {
     let limits = Limits::default();
-    while !s.closing {
+    if let Some((req, held)) = s.take_held() {
+        // Its `timeout` (and that of what was read after it) runs from now,
+        // not from when it was read.
+        s.now = std::time::Instant::now();
+        handle(s, req, &held);
+    }
+    while !s.closing && !s.holding() {
         match scan_request(rbuf, &limits, args) {
             Ok(Scan::Complete(n)) => {
                 let req = rbuf.split_to(n).freeze();
@@ -72,14 +79,17 @@ fn error(s: &mut Session, msg: &str) {
 }
 
 fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
-    let name = &req[args[0].clone()];
-    if s.txn_refused && in_refused_transaction(s, name) {
-        return;
+    if s.must_wait() {
+        // A pin ends with a reply still to come (a blocking command's,
+        // an EXEC's): what follows runs after it, as on a direct connection.
+        return s.hold(req, args);
     }
+    let name = &req[args[0].clone()];
     let Some(mut cmd) = lookup(name) else {
         if http_command(name) || http_line(args.iter().map(|a| &req[a.clone()])) {
             return s.reject(Attack::Http);
         }
+        s.txn_error();
         return unknown_command(s, &req, args);
     };
     if !cmd.accepts(args.len()) {
@@ -87,6 +97,7 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
             // `GET / HTTP/1.1`
             return s.reject(Attack::Http);
         }
+        s.txn_error();
         return wrong_arity(s, cmd);
     }
     if cmd.container && args.len() > 1 {
@@ -97,14 +108,17 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
                 let mut e = b"-ERR unknown subcommand '".to_vec();
                 e.extend(sanitized(sub, 128));
                 e.extend(format!("'. Try {} HELP.\r\n", cmd.upper()).as_bytes());
+                s.txn_error();
                 return s.ready(e);
             }
         }
         if !cmd.accepts(args.len()) {
+            s.txn_error();
             return wrong_arity(s, cmd);
         }
     }
     if !s.authenticated && !cmd.no_auth {
+        s.txn_error();
         s.ready(NOAUTH);
         return;
     }
@@ -114,21 +128,19 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
     let class = if cmd.read { Class::Read } else { Class::Write };
     // None: the request goes as the client wrote it.
     let wire = is_inline(&req).then(|| encode(&req, args.iter().cloned()));
+    if s.txn.is_some() && s.in_multi() {
+        return in_multi(s, cmd, req, wire, args);
+    }
     match cmd.route {
         Route::Keys => by_keys(s, cmd, req, wire, args, class),
         Route::StreamRead => {
             // XREAD/XREADGROUP … BLOCK ms … STREAMS: blocking only with BLOCK.
-            let block = args[1..]
-                .iter()
-                .map(|a| &req[a.clone()])
-                .take_while(|a| !a.eq_ignore_ascii_case(b"streams"))
-                .any(|a| a.eq_ignore_ascii_case(b"block"));
-            if block {
-                return needs_session(s, cmd, SessionKind::Blocking);
+            if block_time(&cmd.name, args.len(), |i| &req[args[i].clone()]).is_some() {
+                return blocking(s, cmd, req, wire, args);
             }
             by_keys(s, cmd, req, wire, args, class)
         }
-        Route::Sort => sort(s, cmd, req, wire, args, class),
+        Route::Sort => by_keys(s, cmd, req, wire, args, class),
         Route::Split(frag) => {
             let argc = args.len() - 1;
             let step = if frag == Fragment::Mset { 2 } else { 1 };
@@ -160,43 +172,16 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
         Route::Arg(i) => forward(s, Key::At(args[i].clone()), req, wire, class),
         Route::Scan => scan(s, &req, args),
         Route::Local(local) => answer(s, local, &req, args),
-        Route::Session(kind) => {
-            if cmd.name == "multi" {
-                // The client will send the transaction's commands next (often
-                // in the same write, as redis-py's pipelines do): none of them
-                // may run outside the transaction it asked for.
-                s.txn_refused = true;
-            }
-            needs_session(s, cmd, kind)
-        }
+        Route::Session(SessionKind::Transaction) => transaction(s, cmd, req, wire, args),
+        Route::Session(SessionKind::Blocking) => blocking(s, cmd, req, wire, args),
+        Route::Session(SessionKind::Wait) => wait(s, cmd, req, wire, args),
+        Route::Session(kind) => needs_session(s, cmd, kind),
         Route::Refuse(why) => error(
             s,
             &format!("{} is not allowed through the proxy: {why}", cmd.upper()),
         ),
         Route::Container => wrong_arity(s, cmd),
     }
-}
-
-/// After a refused MULTI, until EXEC or DISCARD: nothing runs (Redis queues
-/// them; here they could only run outside the transaction). True when the
-/// request was answered here.
-fn in_refused_transaction(s: &mut Session, name: &[u8]) -> bool {
-    let reply: &'static [u8] = if name.eq_ignore_ascii_case(b"exec") {
-        s.txn_refused = false;
-        b"-EXECABORT Transaction discarded because of previous errors.\r\n"
-    } else if name.eq_ignore_ascii_case(b"discard") {
-        s.txn_refused = false;
-        OK
-    } else if name.eq_ignore_ascii_case(b"quit") || name.eq_ignore_ascii_case(b"reset") {
-        s.txn_refused = false;
-        return false;
-    } else if name.eq_ignore_ascii_case(b"multi") {
-        b"-ERR MULTI calls can not be nested\r\n"
-    } else {
-        b"-ERR Command not run: its MULTI was refused by the proxy, so the transaction will abort (EXEC answers EXECABORT)\r\n"
-    };
-    s.ready(reply);
-    true
 }
 
 fn needs_session(s: &mut Session, cmd: &Command, kind: SessionKind) {
@@ -251,6 +236,48 @@ fn wrong_arity(s: &mut Session, cmd: &Command) {
 
 const CROSSSLOT: &[u8] = b"-CROSSSLOT Keys in request don't hash to the same server\r\n";
 
+/// Why a request has no server: the error reply, and whether it counts as
+/// a forwarding error (no server up, an unknown server name).
+struct NoRoute {
+    reply: Bytes,
+    forward_error: bool,
+}
+
+impl NoRoute {
+    fn error(msg: &str) -> NoRoute {
+        NoRoute {
+            reply: Bytes::from(format!("-ERR {msg}\r\n")),
+            forward_error: false,
+        }
+    }
+
+    fn reply(reply: &'static [u8]) -> NoRoute {
+        NoRoute {
+            reply: Bytes::from_static(reply),
+            forward_error: false,
+        }
+    }
+
+    fn send(self, s: &mut Session) {
+        if self.forward_error {
+            s.forward_error(self.reply);
+        } else {
+            s.ready(self.reply);
+        }
+    }
+}
+
+fn no_server(s: &Session, key: &[u8], e: NoServer) -> NoRoute {
+    let reply = match e {
+        NoServer::AllEjected => ErrKind::Refused.redis_reply(),
+        NoServer::Unroutable => Bytes::from(format!("-ERR {}\r\n", unroutable(s, key))),
+    };
+    NoRoute {
+        reply,
+        forward_error: true,
+    }
+}
+
 /// Routes a request by the keys its key specs find: one server for all of
 /// them, or `-CROSSSLOT`.
 fn by_keys(
@@ -261,9 +288,32 @@ fn by_keys(
     args: &[Range<usize>],
     class: Class,
 ) {
+    match keyed_server(s, cmd, &req, args) {
+        Ok(i) => send_to(s, i, req, wire, class),
+        Err(e) => e.send(s),
+    }
+}
+
+/// The one server of every key of a keyed request (found by its key specs;
+/// for SORT, with its patterns).
+fn keyed_server(
+    s: &Session,
+    cmd: &Command,
+    req: &Bytes,
+    args: &[Range<usize>],
+) -> Result<usize, NoRoute> {
+    if cmd.route == Route::Sort {
+        return sort_server(s, cmd, req, args);
+    }
     if let KeyShape::Single(pos) = cmd.keys {
         if let Some(k) = args.get(pos) {
-            return forward(s, Key::At(k.clone()), req, wire, class);
+            let k = &req[k.clone()];
+            return s
+                .pool
+                .shared
+                .router
+                .dispatch(k)
+                .map_err(|e| no_server(s, k, e));
         }
     }
     let mut keys = KeyPositions::new();
@@ -275,13 +325,10 @@ fn by_keys(
         &mut keys,
     );
     if found.is_err() {
-        return error(
-            s,
-            &format!(
-                "syntax error: the keys of this '{}' request cannot be found",
-                cmd.name
-            ),
-        );
+        return Err(NoRoute::error(&format!(
+            "syntax error: the keys of this '{}' request cannot be found",
+            cmd.name
+        )));
     }
     if keys.is_empty() {
         if cmd
@@ -290,73 +337,49 @@ fn by_keys(
             .iter()
             .any(|k| matches!(k.find, Find::Keynum { .. }))
         {
-            return error(
-                s,
-                &format!(
-                    "{} with no keys cannot be routed by the proxy: pass the keys it uses (numkeys ≥ 1)",
-                    cmd.upper()
-                ),
-            );
+            return Err(NoRoute::error(&format!(
+                "{} with no keys cannot be routed by the proxy: pass the keys it uses (numkeys ≥ 1)",
+                cmd.upper()
+            )));
         }
-        return error(
-            s,
-            &format!("syntax error: no key in this '{}' request", cmd.name),
-        );
+        return Err(NoRoute::error(&format!(
+            "syntax error: no key in this '{}' request",
+            cmd.name
+        )));
     }
-    colocated(
-        s,
-        keys.iter().map(|&i| &req[args[i as usize].clone()]),
-        req.clone(),
-        wire,
-        class,
-    );
+    colocated(s, keys.iter().map(|&i| &req[args[i as usize].clone()]))
 }
 
-/// Sends the request to the server of `keys` if they all route to one.
-fn colocated<'k>(
-    s: &mut Session,
-    keys: impl Iterator<Item = &'k [u8]>,
-    req: Bytes,
-    wire: Option<Bytes>,
-    class: Class,
-) {
+/// The server of `keys` if they all route to one.
+fn colocated<'k>(s: &Session, keys: impl Iterator<Item = &'k [u8]>) -> Result<usize, NoRoute> {
     let routing = s.pool.shared.router.routing();
     let mut server = None;
     for k in keys {
         match routing.dispatch(k) {
             Ok(i) if server.is_none_or(|at| at == i) => server = Some(i),
-            Ok(_) => return s.ready(CROSSSLOT),
-            Err(e) => return route_error(s, k, e),
+            Ok(_) => return Err(NoRoute::reply(CROSSSLOT)),
+            Err(e) => return Err(no_server(s, k, e)),
         }
     }
-    drop(routing);
-    match server {
-        Some(i) => send_to(s, i, req, wire, class),
-        None => error(s, "syntax error: no key in this request"),
-    }
+    server.ok_or_else(|| NoRoute::error("syntax error: no key in this request"))
 }
 
 /// SORT / SORT_RO: the sorted key, `STORE`'s destination and the keys
 /// `BY`/`GET` patterns make must share a server; a pattern's keys are
 /// known only when its hash tag comes before its `*`.
-fn sort(
-    s: &mut Session,
+fn sort_server(
+    s: &Session,
     cmd: &Command,
-    req: Bytes,
-    wire: Option<Bytes>,
+    req: &Bytes,
     args: &[Range<usize>],
-    class: Class,
-) {
+) -> Result<usize, NoRoute> {
     let arg = |i: u32| &req[args[i as usize].clone()];
     let extra = crate::proto::redis::keys::sort(args.len(), |i| &req[args[i].clone()]);
     let routing = s.pool.shared.router.routing();
     for &p in &extra.patterns {
         let prefix = crate::proto::redis::keys::pattern_prefix(arg(p));
         if !routing.routes_every_extension(prefix) {
-            return error(
-                s,
-                &format!("{} with BY/GET patterns cannot be routed by the proxy: their keys may be on any server; put a hash tag before the '*' (e.g. 'w_{{tag}}*') so they share the sorted key's server", cmd.upper()),
-            );
+            return Err(NoRoute::error(&format!("{} with BY/GET patterns cannot be routed by the proxy: their keys may be on any server; put a hash tag before the '*' (e.g. 'w_{{tag}}*') so they share the sorted key's server", cmd.upper())));
         }
     }
     drop(routing);
@@ -366,7 +389,224 @@ fn sort(
             .iter()
             .map(|&p| crate::proto::redis::keys::pattern_prefix(arg(p))),
     );
-    colocated(s, keys, req.clone(), wire, class);
+    colocated(s, keys)
+}
+
+/// The server of a request inside `MULTI` or of a blocking command: its
+/// keys' (split commands' keys too: a transaction cannot split them).
+fn one_server(
+    s: &Session,
+    cmd: &Command,
+    req: &Bytes,
+    args: &[Range<usize>],
+) -> Result<usize, NoRoute> {
+    match cmd.route {
+        Route::Split(frag) => {
+            let step = if frag == Fragment::Mset { 2 } else { 1 };
+            colocated(s, args[1..].iter().step_by(step).map(|a| &req[a.clone()]))
+        }
+        Route::Arg(i) => {
+            let k = &req[args[i].clone()];
+            s.pool
+                .shared
+                .router
+                .dispatch(k)
+                .map_err(|e| no_server(s, k, e))
+        }
+        _ => keyed_server(s, cmd, req, args),
+    }
+}
+
+/// The server of requests without a key (nutcracker routes them by a fixed
+/// key).
+fn placeholder_server(s: &Session) -> Option<usize> {
+    s.pool.shared.router.dispatch(b"placeholder").ok()
+}
+
+/// A command between `MULTI` and `EXEC`: queued by the proxy if it can run
+/// in the transaction's server, else refused (and `EXEC` will abort).
+fn in_multi(
+    s: &mut Session,
+    cmd: &Command,
+    req: Bytes,
+    wire: Option<Bytes>,
+    args: &[Range<usize>],
+) {
+    use super::txn::Target;
+    let target = match (cmd.route, &*cmd.name) {
+        (_, "exec") => return s.exec(placeholder_server(s)),
+        (_, "discard") => return s.discard(),
+        (_, "multi") => return s.multi(),
+        // Not flagged, as Redis.
+        (_, "watch") => return error(s, "WATCH inside MULTI is not allowed"),
+        (Route::Local(Local::Quit | Local::Reset), _) => {
+            return answer(s, local_of(cmd), &req, args)
+        }
+        (Route::Local(Local::Ping | Local::Echo), _) | (Route::One, _) | (_, "unwatch") => {
+            Ok(Target::Any)
+        }
+        (Route::Local(Local::Select), _) => {
+            let db = s.pool.shared.conf.redis_db;
+            if req[args[1].clone()] == *itoa::Buffer::new().format(db).as_bytes() {
+                Ok(Target::Any)
+            } else {
+                Err(NoRoute::error(&format!(
+                    "this pool uses db {db}: SELECT of another db is not supported by the proxy"
+                )))
+            }
+        }
+        (
+            Route::Keys
+            | Route::StreamRead
+            | Route::Sort
+            | Route::Split(_)
+            | Route::Arg(_)
+            | Route::Session(SessionKind::Blocking),
+            _,
+        ) => one_server(s, cmd, &req, args).map(Target::Server),
+        (Route::Refuse(why), _) => Err(NoRoute::error(&format!(
+            "{} is not allowed through the proxy: {why}",
+            cmd.upper()
+        ))),
+        _ => Err(NoRoute::error(&format!(
+            "{} cannot be part of a transaction through the proxy: a transaction runs on one server",
+            cmd.upper()
+        ))),
+    };
+    match target {
+        Ok(t) => s.queue(t, wire.unwrap_or(req)),
+        Err(e) => {
+            s.txn_error();
+            e.send(s);
+        }
+    }
+}
+
+fn local_of(cmd: &Command) -> Local {
+    match cmd.route {
+        Route::Local(l) => l,
+        _ => Local::Ping,
+    }
+}
+
+/// MULTI EXEC DISCARD WATCH UNWATCH outside `MULTI`.
+fn transaction(
+    s: &mut Session,
+    cmd: &Command,
+    req: Bytes,
+    wire: Option<Bytes>,
+    args: &[Range<usize>],
+) {
+    match &*cmd.name {
+        "multi" => s.multi(),
+        "exec" => s.exec(None),
+        "discard" => s.discard(),
+        "unwatch" => s.unwatch(),
+        _ => {
+            // WATCH: a pinned connection to its keys' server, taken once
+            // every earlier reply is in.
+            let server = keyed_server(s, cmd, &req, args).map_err(|e| e.reply);
+            if let Ok(i) = server {
+                if s.pins.get(i).is_none() && !s.pending.is_empty() {
+                    return s.hold(req, args);
+                }
+            }
+            s.watch(server, wire.unwrap_or(req));
+        }
+    }
+}
+
+/// The deadline of a request that may block for `block` on a pinned
+/// connection: its own block time plus the pool's `timeout`; none when it
+/// blocks forever (or the pool has no timeout).
+fn block_deadline(s: &Session, idx: usize, block: Option<Block>) -> Option<tokio::time::Instant> {
+    let server = &s.pool.servers[idx];
+    let timeout = server.timeout()?;
+    let start = tokio::time::Instant::from_std(s.now);
+    match block {
+        Some(Block::Forever) => None,
+        Some(Block::For(d)) => Some(start + timeout + d),
+        Some(Block::Invalid) | None => Some(start + timeout),
+    }
+}
+
+/// A blocking command: on a connection of its own to its keys' server
+/// (pinned once every earlier reply is in); requests after it wait for its
+/// reply, as they would on a direct connection.
+fn blocking(
+    s: &mut Session,
+    cmd: &Command,
+    req: Bytes,
+    wire: Option<Bytes>,
+    args: &[Range<usize>],
+) {
+    let server = match keyed_server(s, cmd, &req, args) {
+        Ok(i) => i,
+        Err(e) => return e.send(s),
+    };
+    let pinned = s.pins.get(server).is_some();
+    if !pinned && !s.pending.is_empty() {
+        return s.hold(req, args);
+    }
+    if let Err(e) = s.pin(server) {
+        return error(s, &e.to_string());
+    }
+    let block = block_time(&cmd.name, args.len(), |i| &req[args[i].clone()]);
+    s.block_deadline = Some(block_deadline(s, server, block));
+    let class = if cmd.read { Class::Read } else { Class::Write };
+    send_to(s, server, req, wire, class);
+    s.block_deadline = None;
+    if s.txn.is_none() {
+        // Not within a WATCH: the pin ends with the reply.
+        s.pins.end_when_answered = true;
+    }
+}
+
+/// Advances a pinned connection's replication offset to the server's
+/// current one, so that WAIT on it waits for every write made before it,
+/// whichever connection carried them (Redis propagates PUBLISH to replicas;
+/// no key is touched and nobody subscribes to this channel).
+const WAIT_MARK: &[u8] = b"*3\r\n$7\r\nPUBLISH\r\n$17\r\n__shardproxy:wait\r\n$0\r\n\r\n";
+
+/// WAIT / WAITAOF: on every server, on pinned connections (a WAIT blocks
+/// its connection), after every earlier reply is in; the smallest count.
+fn wait(s: &mut Session, cmd: &Command, req: Bytes, wire: Option<Bytes>, args: &[Range<usize>]) {
+    if s.txn.is_some() {
+        return error(
+            s,
+            &format!(
+                "{} is not supported through the proxy while WATCH holds a server connection",
+                cmd.upper()
+            ),
+        );
+    }
+    if !s.pending.is_empty() {
+        return s.hold(req, args);
+    }
+    let n = s.pool.servers.len();
+    for i in 0..n {
+        if let Err(e) = s.pin(i) {
+            s.unpin_all(true);
+            return error(s, &e.to_string());
+        }
+    }
+    let block = block_time(&cmd.name, args.len(), |i| &req[args[i].clone()]);
+    for i in 0..n {
+        if let Some(c) = s.pins.get(i).cloned() {
+            let server = &s.pool.servers[i];
+            server.send_pinned(
+                &c,
+                Bytes::from_static(WAIT_MARK),
+                ReplyTo::Swallow,
+                server.deadline(s.now),
+            );
+        }
+    }
+    s.block_deadline = Some(block_deadline(s, 0, block));
+    let w = wire.unwrap_or(req);
+    every_server(s, Fragment::Min, (0..n).map(|i| (i, w.clone())));
+    s.block_deadline = None;
+    s.pins.end_when_answered = true;
 }
 
 /// Sends one part per `(server, wire)` and merges the replies by `frag`.
@@ -471,9 +711,10 @@ fn answer(s: &mut Session, local: Local, req: &Bytes, args: &[Range<usize>]) {
             }
         }
         Local::Reset => {
+            // Before the dialect changes: pins are kept per dialect.
+            s.end_session();
             s.dialect = Dialect::Plain;
             s.authenticated = s.pool.shared.conf.redis_auth.is_none();
-            s.txn_refused = false;
             s.client_name = None;
             s.ready(&b"+RESET\r\n"[..]);
         }
@@ -516,6 +757,12 @@ fn hello(s: &mut Session, req: &Bytes, args: &[Range<usize>]) {
                 .ready(&b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"[..]);
         }
         s.authenticated = true;
+    }
+    if dialect != s.dialect && (s.txn.is_some() || !s.pins.is_empty()) {
+        return error(
+            s,
+            "HELLO cannot switch protocols during a transaction or WATCH: EXEC, DISCARD or UNWATCH first",
+        );
     }
     if !s.authenticated {
         return s.ready(&b"-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"[..]);
@@ -573,13 +820,7 @@ fn encode(req: &[u8], args: impl ExactSizeIterator<Item = Range<usize>>) -> Byte
 }
 
 fn route_error(s: &mut Session, key: &[u8], e: NoServer) {
-    match e {
-        NoServer::AllEjected => s.forward_error(ErrKind::Refused.redis_reply()),
-        NoServer::Unroutable => {
-            let msg = unroutable(s, key);
-            s.forward_error(format!("-ERR {msg}\r\n"));
-        }
-    }
+    no_server(s, key, e).send(s);
 }
 
 /// What a forwarded request is routed by.
@@ -607,7 +848,7 @@ fn forward(s: &mut Session, key: Key, req: Bytes, wire: Option<Bytes>, class: Cl
 #[inline]
 fn send_to(s: &mut Session, idx: usize, req: Bytes, wire: Option<Bytes>, class: Class) {
     let slot = Slot::new(s.waker.clone());
-    s.pool.servers[idx].send_in(s.dialect, wire.unwrap_or(req), slot.clone(), s.now);
+    s.send(idx, wire.unwrap_or(req), slot.clone());
     s.owe(Pending::Wait(slot), class);
 }
 

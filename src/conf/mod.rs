@@ -22,6 +22,10 @@ use std::fmt;
 use std::time::Duration;
 use yaml::{Entry, RawPool, Scalar, Value};
 
+/// Default of `session_connections`: pinned server connections per worker
+/// and pool.
+pub const DEFAULT_SESSION_CONNECTIONS: u32 = 1024;
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Conf {
@@ -53,6 +57,11 @@ pub struct PoolConf {
     pub preconnect: bool,
     pub auto_eject_hosts: bool,
     pub server_connections: u32,
+    /// `session_connections` (shardproxy's own key): the most server
+    /// connections one worker pins for client sessions (WATCH, blocking
+    /// commands, subscriptions) in this pool; past it such a request gets an
+    /// error. Default [`DEFAULT_SESSION_CONNECTIONS`].
+    pub session_connections: u32,
     pub server_retry_timeout: Duration,
     pub server_failure_limit: u32,
     pub tcpkeepalive: bool,
@@ -218,6 +227,7 @@ struct Draft {
     preconnect: Option<bool>,
     auto_eject_hosts: Option<bool>,
     server_connections: Option<(u32, usize)>,
+    session_connections: Option<u32>,
     server_retry_timeout: Option<u32>,
     server_failure_limit: Option<u32>,
     tcpkeepalive: Option<bool>,
@@ -225,7 +235,8 @@ struct Draft {
     servers: Vec<(ServerConf, usize)>,
 }
 
-/// Every key nutcracker knows (and `reuseport`, from its unreleased HEAD).
+/// Every key nutcracker knows (and `reuseport`, from its unreleased HEAD), and
+/// shardproxy's own `session_connections`.
 pub const KEYS: &[&str] = &[
     "listen",
     "hash",
@@ -240,6 +251,7 @@ pub const KEYS: &[&str] = &[
     "preconnect",
     "auto_eject_hosts",
     "server_connections",
+    "session_connections",
     "server_retry_timeout",
     "server_failure_limit",
     "tcpkeepalive",
@@ -342,6 +354,7 @@ fn set(d: &mut Draft, key: &Scalar, v: &Scalar) -> Result<(), PoolError> {
         "preconnect" => once(&mut d.preconnect, v, k, boolean(v, k)?),
         "auto_eject_hosts" => once(&mut d.auto_eject_hosts, v, k, boolean(v, k)?),
         "server_connections" => once(&mut d.server_connections, v, k, (number(v, k)?, v.line)),
+        "session_connections" => once(&mut d.session_connections, v, k, number(v, k)?),
         "server_retry_timeout" => once(&mut d.server_retry_timeout, v, k, number(v, k)?),
         "server_failure_limit" => once(&mut d.server_failure_limit, v, k, number(v, k)?),
         "tcpkeepalive" => once(&mut d.tcpkeepalive, v, k, boolean(v, k)?),
@@ -474,6 +487,7 @@ fn build_pool(p: &RawPool) -> Result<PoolConf, PoolError> {
         preconnect: d.preconnect.unwrap_or(false),
         auto_eject_hosts: d.auto_eject_hosts.unwrap_or(false),
         server_connections: d.server_connections.map_or(1, |(n, _)| n),
+        session_connections: d.session_connections.unwrap_or(DEFAULT_SESSION_CONNECTIONS),
         server_retry_timeout: Duration::from_millis(u64::from(
             d.server_retry_timeout.unwrap_or(30_000),
         )),

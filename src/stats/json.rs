@@ -96,6 +96,7 @@ mod tests {
             m,
             latency: HistogramSum::default(),
             ejected: false,
+            pinned: 0,
         }
     }
 

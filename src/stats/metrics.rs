@@ -154,6 +154,9 @@ pub struct ServerStats {
     pub m: [Metric; SERVER_FIELDS],
     /// Backend response latency: request written → reply read.
     pub latency: Histogram,
+    /// Connections pinned by client sessions (WATCH, blocking commands,
+    /// subscriptions) right now; they count in `server_connections` too.
+    pub pinned: Metric,
 }
 
 impl ServerStats {

@@ -173,6 +173,7 @@ impl Registry {
                             m: [0; SERVER_FIELDS],
                             latency: HistogramSum::default(),
                             ejected: p.health.is_ejected(i),
+                            pinned: 0,
                         })
                         .collect(),
                 })
@@ -196,6 +197,7 @@ impl Registry {
                         *a += m.get();
                     }
                     sw.latency.add_to(&mut ss.latency);
+                    ss.pinned += sw.pinned.get();
                 }
             }
         }
@@ -241,6 +243,8 @@ pub struct ServerSnap {
     pub m: [i64; SERVER_FIELDS],
     pub latency: HistogramSum,
     pub ejected: bool,
+    /// Connections pinned by client sessions.
+    pub pinned: i64,
 }
 
 #[cfg(test)]

@@ -277,6 +277,12 @@ impl Scrape {
                 })
             }),
         )?;
+        family(
+            enc,
+            "shardproxy_pinned_connections",
+            "Server connections pinned by client sessions (WATCH, blocking commands, subscriptions); also counted in shardproxy_server_connections.",
+            servers().map(|(p, sv)| (server(p, sv), Val::Gauge(sv.pinned))),
+        )?;
         let ejected_at = ServerField::ServerEjectedAt as usize;
         family(
             enc,

@@ -617,3 +617,75 @@ impl Conn {
         Value::parse(&self.cmd(args))
     }
 }
+
+/// Runs a client script of tests/clients with the venv's python (`scripts/test`
+/// installs the libraries into `target/pyenv`); fails the test if it fails.
+pub fn run_python(script: &str, args: &[String]) {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/clients")
+        .join(script);
+    let out = std::process::Command::new(python())
+        .arg(&path)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("python: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !stderr.contains("ModuleNotFoundError"),
+        "{stderr}\nthe python clients are missing: run scripts/test (it installs them into target/pyenv)"
+    );
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}{stderr}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// The node client libraries (`scripts/test` installs them into
+/// `target/node`).
+pub fn run_node(script: &str, args: &[String]) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let modules = root.join("target/node/node_modules");
+    assert!(
+        modules.join("ioredis").exists(),
+        "ioredis is missing: run scripts/test (it installs it into target/node)"
+    );
+    let out = std::process::Command::new("node")
+        .arg(root.join("tests/clients").join(script))
+        .args(args)
+        .env("NODE_PATH", &modules)
+        .output()
+        .unwrap_or_else(|e| panic!("node: {e}"));
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Polls `f` until it holds (generous bound for a loaded machine).
+pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !f() {
+        assert!(Instant::now() < end, "never: {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A redis pool `alpha` of named servers (`s0`, `s1`…: placement depends on
+/// the keys alone, not on the ports the test got), murmur, plus `extra`
+/// pool keys (each line indented by two spaces).
+pub fn named_pool(backends: &[&Proc], extra: &str) -> impl Fn(u16) -> String {
+    let s: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("   - 127.0.0.1:{}:1 s{i}\n", b.port))
+        .collect();
+    let extra = extra.to_string();
+    move |port| {
+        format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: murmur\n{extra}  servers:\n{s}")
+    }
+}

@@ -70,6 +70,15 @@ pub fn merge(kind: Fragment, replies: &[Bytes], order: &[u32]) -> Bytes {
             }
         }
         Fragment::Info { clients } => info(replies, clients).unwrap_or_else(invalid),
+        Fragment::Min => match replies.first().map(|r| r.first()) {
+            Some(Some(b':')) => replies
+                .iter()
+                .map(|r| integer(r))
+                .collect::<Option<Vec<i64>>>()
+                .and_then(|v| v.into_iter().min())
+                .map_or_else(invalid, |n| Bytes::from(format!(":{n}\r\n"))),
+            _ => and(replies).unwrap_or_else(invalid),
+        },
         Fragment::Scan { server, servers } => match replies {
             [one] => scan_cursor(one, u64::from(server), u64::from(servers)).unwrap_or_else(invalid),
             _ => invalid(),
@@ -467,6 +476,18 @@ mod tests {
     #[test]
     fn fan_out_rules() {
         assert_eq!(m(Fragment::Sum, &[b":2\r\n", b":3\r\n"]), b":5\r\n");
+        assert_eq!(
+            m(Fragment::Min, &[b":2\r\n", b":1\r\n", b":3\r\n"]),
+            b":1\r\n"
+        );
+        assert_eq!(
+            m(
+                Fragment::Min,
+                &[b"*2\r\n:1\r\n:2\r\n", b"*2\r\n:0\r\n:3\r\n"]
+            ),
+            b"*2\r\n:0\r\n:2\r\n"
+        );
+        assert!(m(Fragment::Min, &[b":2\r\n", b"$1\r\nx\r\n"]).starts_with(b"-ERR"));
         assert_eq!(m(Fragment::AllOk, &[OK, OK]), OK);
         assert_eq!(m(Fragment::AllOk, &[OK, b"-ERR x\r\n"]), b"-ERR x\r\n");
         assert_eq!(m(Fragment::AnyOk, &[b"-NOTBUSY n\r\n", OK]), OK);

@@ -1,6 +1,7 @@
 //! RESP (redis) request and reply scanning, the command table (from Redis's
 //! own metadata) with what the proxy does with each command, and key finding.
 
+pub mod blocking;
 pub mod command;
 pub mod keys;
 pub mod merge;

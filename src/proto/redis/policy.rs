@@ -47,6 +47,8 @@ pub enum Fragment {
     Info { clients: u32 },
     /// SCAN on one server: its cursor encoded with the server's index.
     Scan { server: u32, servers: u32 },
+    /// WAIT: the smallest integer; WAITAOF: element-wise minimum of arrays.
+    Min,
 }
 
 /// Commands the proxy answers itself.
@@ -67,9 +69,15 @@ pub enum Local {
 /// sessions exist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionKind {
+    /// MULTI EXEC DISCARD WATCH UNWATCH.
     Transaction,
+    /// SUBSCRIBE and the other subscriber commands.
     PubSub,
+    /// Blocking commands with keys: run on a connection of their own to
+    /// their keys' server.
     Blocking,
+    /// WAIT, WAITAOF: on every server, the smallest count.
+    Wait,
 }
 
 impl SessionKind {
@@ -78,6 +86,7 @@ impl SessionKind {
             SessionKind::Transaction => "transactions (MULTI/EXEC/WATCH)",
             SessionKind::PubSub => "pub/sub subscriptions",
             SessionKind::Blocking => "blocking commands",
+            SessionKind::Wait => "WAIT",
         }
     }
 }
@@ -139,7 +148,7 @@ pub fn route(name: &str, spec: &Spec) -> Route {
         "multi" | "exec" | "discard" | "watch" | "unwatch" => Session(SessionKind::Transaction),
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe"
         | "sunsubscribe" => Session(SessionKind::PubSub),
-        "wait" | "waitaof" => Session(SessionKind::Blocking),
+        "wait" | "waitaof" => Session(SessionKind::Wait),
         "xread" | "xreadgroup" => StreamRead,
         "sort" | "sort_ro" => Sort,
         "publish" => Arg(1),
@@ -397,7 +406,7 @@ pub fn listing() -> String {
                         .to_string()
                 }
                 Route::StreamRead => {
-                    "forwarded by its keys; with `BLOCK`, a session command".to_string()
+                    "forwarded by its keys; with `BLOCK`, on a pinned connection".to_string()
                 }
                 Route::Sort => {
                     "SORT: the sorted key, `STORE` and `BY`/`GET` patterns must share a server"
@@ -412,6 +421,9 @@ pub fn listing() -> String {
                 Route::Arg(i) => format!("forwarded by argument {i} as if it were a key"),
                 Route::Scan => "SCAN: one server at a time, the server in the cursor".to_string(),
                 Route::Local(_) => "answered by the proxy".to_string(),
+                Route::Session(SessionKind::Transaction) => "a transaction, on the server of its keys (MULTI is queued by the proxy; WATCH pins a connection)".to_string(),
+                Route::Session(SessionKind::Blocking) => "blocking: on a connection pinned to its keys' server, for its own block time".to_string(),
+                Route::Session(SessionKind::Wait) => "on a pinned connection to every server; the smallest count".to_string(),
                 Route::Session(k) => format!("needs a session, refused for now: {}", k.what()),
                 Route::Refuse(why) => format!("refused: {why}"),
             };
