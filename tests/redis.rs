@@ -69,6 +69,7 @@ fn local_commands_and_errors_keep_the_connection() {
     wire.extend(resp(&[b"SELECT", b"0"]));
     wire.extend(resp(&[b"SELECT", b"1"]));
     wire.extend(resp(&[b"CLIENT", b"SETNAME", b"x"]));
+    wire.extend(resp(&[b"CLIENT", b"SETINFO", b"LIB-NAME", b"x"]));
     wire.extend(resp(&[b"HELLO", b"4"]));
     wire.extend(resp(&[b"AUTH", b"x"]));
     wire.extend(resp(&[b"EVAL", b"return 1", b"0"]));
@@ -88,6 +89,7 @@ fn local_commands_and_errors_keep_the_connection() {
     assert_eq!(k.reply(), b"$1\r\ne\r\n");
     assert_eq!(k.reply(), b"+OK\r\n");
     assert!(k.reply().starts_with(b"-ERR this pool uses db 0"));
+    assert_eq!(k.reply(), b"+OK\r\n");
     assert_eq!(k.reply(), b"+OK\r\n");
     assert!(k.reply().starts_with(b"-NOPROTO"));
     assert_eq!(
