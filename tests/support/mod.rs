@@ -648,8 +648,8 @@ pub fn run_node(script: &str, args: &[String]) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let modules = root.join("target/node/node_modules");
     assert!(
-        modules.join("ioredis").exists(),
-        "ioredis is missing: run scripts/test (it installs it into target/node)"
+        modules.join("ioredis").exists() && modules.join("bullmq").exists(),
+        "ioredis or bullmq is missing: run scripts/test (it installs them into target/node)"
     );
     let out = std::process::Command::new("node")
         .arg(root.join("tests/clients").join(script))
