@@ -59,6 +59,10 @@
 //! order across connections. Transactions ([`client::txn`]) are queued by
 //! the proxy and sent at `EXEC` as one uninterrupted `MULTI … EXEC` batch to
 //! the server of their keys, which needs no pin unless something is watched.
+//! A subscriber ([`client::pubsub`]) pins a *subscribed* connection per
+//! server it listens on; those connections hand everything they read to the
+//! client's [`msg::Sink`] in order (messages come unasked), and the proxy
+//! writes the confirmations itself with the client's own counts.
 //!
 //! ## Two protocols, one engine
 //!
@@ -99,7 +103,7 @@
 //! | [`health`] | `server_failure_limit`, `auto_eject_hosts`, retry (process-wide) | no |
 //! | [`proto`] | `nc_redis.c` / `nc_memcache.c` parsers; the redis command table (from Redis's metadata), key finding, merge rules; request guards | no |
 //! | [`msg`] | `nc_message.c`: reply slots, proxy error kinds | no |
-//! | [`client`] | `nc_client.c`: client connection, in-order replies, fragments; sessions (pinned connections, transactions) | yes |
+//! | [`client`] | `nc_client.c`: client connection, in-order replies, fragments; sessions (pinned connections, transactions, pub/sub) | yes |
 //! | [`server`] | `nc_server.c`: server connections, FIFO matching, timeouts | yes |
 //! | [`worker`] | `nc_core.c` event loop, one per thread | yes |
 //! | [`net`] | listeners, connects, socket options | yes |

@@ -148,6 +148,46 @@ impl Wake {
     }
 }
 
+/// What a subscribed server connection hands its client, in the order it
+/// read them: with pub/sub, messages come unasked, between the replies.
+#[derive(Debug)]
+pub enum Frame {
+    /// The reply to the oldest request on the connection (a confirmation).
+    Reply(Bytes),
+    /// A published message.
+    Message(Bytes),
+    /// The connection is gone: its subscriptions with it.
+    Closed(ErrKind),
+}
+
+/// Where a client's subscribed server connections put their frames, tagged
+/// with the server's index; the client takes them in order.
+#[derive(Debug)]
+pub struct Sink {
+    frames: RefCell<std::collections::VecDeque<(usize, Frame)>>,
+    waker: Rc<Wake>,
+}
+
+impl Sink {
+    pub fn new(waker: Rc<Wake>) -> Rc<Sink> {
+        Rc::new(Sink {
+            frames: RefCell::default(),
+            waker,
+        })
+    }
+
+    /// Adds a frame and wakes the client.
+    pub fn push(&self, server: usize, frame: Frame) {
+        self.frames.borrow_mut().push_back((server, frame));
+        self.waker.wake();
+    }
+
+    /// The oldest frame.
+    pub fn pop(&self) -> Option<(usize, Frame)> {
+        self.frames.borrow_mut().pop_front()
+    }
+}
+
 /// The outcome of a forwarded request: the backend's raw reply, or an error.
 pub type Outcome = Result<Bytes, ErrKind>;
 

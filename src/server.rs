@@ -11,10 +11,11 @@
 //! on it with one error each; the next request opens a new connection.
 
 use crate::conf::ServerAddr;
-use crate::msg::{ErrKind, Protocol, Slot, Wake};
+use crate::msg::{ErrKind, Frame, Protocol, Sink, Slot, Wake};
 use crate::net::{self, Stream, WriteQueue};
 use crate::proto::memcache;
-use crate::proto::redis::reply::{is_transient_error, scan_reply};
+use crate::proto::redis::pubsub;
+use crate::proto::redis::reply::{is_transient_error, scan_frame, scan_reply};
 use crate::proto::Scan;
 use crate::stats::metrics::{ServerField as F, ServerStats, WorkerStats};
 use bytes::{Bytes, BytesMut};
@@ -94,6 +95,9 @@ pub struct ServerConn {
     /// Set by [`ServerConn::close`]: the proxy closes the connection on
     /// purpose (a pinned connection whose state is unknown); not a failure.
     closing: Cell<bool>,
+    /// A subscribed connection's client: every frame read goes there, in
+    /// order (messages come unasked between the replies).
+    sink: RefCell<Option<Rc<Sink>>>,
 }
 
 impl ServerConn {
@@ -103,6 +107,12 @@ impl ServerConn {
     pub fn close(&self) {
         self.closing.set(true);
         self.wake.wake();
+    }
+
+    /// Makes this (pinned) connection a subscriber's: what it reads goes to
+    /// `sink`; `None` makes it an ordinary connection again.
+    pub fn set_sink(&self, sink: Option<Rc<Sink>>) {
+        *self.sink.borrow_mut() = sink;
     }
 
     /// Open (or opening), and not closing.
@@ -186,6 +196,7 @@ impl ServerSlot {
     /// session; any other is closed.
     pub fn unpin(&self, dialect: Dialect, conn: Rc<ServerConn>, clean: bool) {
         self.backend.stats.pinned.decr();
+        conn.set_sink(None);
         let mut idle = self.idle[dialect as usize].borrow_mut();
         if clean && conn.is_usable() && idle.len() < IDLE_PINNED {
             idle.push(conn);
@@ -373,6 +384,9 @@ async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
         .incr();
         backend.health.failed(backend.index);
     }
+    if let Some(sink) = conn.sink.borrow_mut().take() {
+        sink.push(backend.index, Frame::Closed(kind));
+    }
     for f in inflight {
         st.get(F::OutQueue).decr();
         st.get(F::OutQueueBytes).add(-(f.bytes as i64));
@@ -499,7 +513,7 @@ impl Conn {
                     }
                     match self.stream.try_read_buf(&mut rbuf) {
                         Ok(0) => return self.fail(ErrKind::ServerEof),
-                        Ok(_) => match self.replies(&mut rbuf, backend) {
+                        Ok(_) => match self.replies(&mut rbuf, conn, backend) {
                             Ok(n) => need = n,
                             Err(kind) => return self.fail(kind),
                         },
@@ -526,10 +540,19 @@ impl Conn {
 
     /// Hands every complete reply in `rbuf` to its request. Returns the size
     /// hint of the next, incomplete reply.
-    fn replies(&mut self, rbuf: &mut BytesMut, backend: &Backend) -> Result<usize, ErrKind> {
+    fn replies(
+        &mut self,
+        rbuf: &mut BytesMut,
+        conn: &ServerConn,
+        backend: &Backend,
+    ) -> Result<usize, ErrKind> {
         let proto = backend.proto;
         let st = &backend.stats;
         let now = Instant::now();
+        let sink = conn.sink.borrow().clone();
+        if let Some(sink) = sink {
+            return self.frames(rbuf, &sink, backend);
+        }
         loop {
             let scanned = match proto {
                 Protocol::Redis => scan_reply(rbuf).map_err(|_| ErrKind::Invalid),
@@ -561,6 +584,40 @@ impl Conn {
                 }
                 Ok(Scan::Incomplete { hint }) => return Ok(hint),
                 Err(kind) => return Err(kind),
+            }
+        }
+    }
+}
+
+impl Conn {
+    /// A subscribed connection's replies: every frame to the sink, in order;
+    /// messages answer no request.
+    fn frames(
+        &mut self,
+        rbuf: &mut BytesMut,
+        sink: &Sink,
+        backend: &Backend,
+    ) -> Result<usize, ErrKind> {
+        let st = &backend.stats;
+        loop {
+            match scan_frame(rbuf).map_err(|_| ErrKind::Invalid)? {
+                Scan::Complete(n) => {
+                    let reply = rbuf.split_to(n).freeze();
+                    st.get(F::Responses).incr();
+                    st.get(F::ResponseBytes).add(reply.len() as i64);
+                    if pubsub::frame(&reply) == pubsub::Frame::Message {
+                        sink.push(backend.index, Frame::Message(reply));
+                        continue;
+                    }
+                    let Some(f) = self.inflight.pop_front() else {
+                        return Err(ErrKind::Invalid);
+                    };
+                    st.get(F::OutQueue).decr();
+                    st.get(F::OutQueueBytes).add(-(f.bytes as i64));
+                    backend.health.replied(backend.index);
+                    sink.push(backend.index, Frame::Reply(reply));
+                }
+                Scan::Incomplete { hint } => return Ok(hint),
             }
         }
     }

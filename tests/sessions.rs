@@ -68,11 +68,7 @@ fn dump(backends: &[&Proc]) -> Vec<Vec<(Vec<u8>, Value)>> {
 }
 
 fn pinned(p: &Proc) -> i64 {
-    let (_, body) = p.http_get("/metrics");
-    body.lines()
-        .filter(|l| l.starts_with("shardproxy_pinned_connections{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
-        .sum()
+    support::pinned_connections(p)
 }
 
 #[test]

@@ -11,6 +11,7 @@
 pub mod frag;
 pub mod memcache;
 pub mod pin;
+pub mod pubsub;
 pub mod redis;
 pub mod txn;
 
@@ -69,6 +70,11 @@ pub enum Pending {
     Wait(Rc<Slot>),
     /// Fragmented across servers: coalesced when every part is done.
     Frags(Box<frag::Frags>),
+    /// A subscribe/unsubscribe confirmation: ready when every server it
+    /// went to confirmed.
+    Confirm(Rc<pubsub::Confirm>),
+    /// A published message for a subscriber (no request, no latency).
+    Push(Bytes),
     /// Close the connection once every earlier reply is written (QUIT).
     Close,
 }
@@ -128,6 +134,8 @@ pub struct Session {
     /// redis: pinned server connections, and a request held until the
     /// replies before it are in.
     pub pins: pin::Pins,
+    /// redis: the client's subscriptions.
+    pub subs: Option<Box<pubsub::Subs>>,
     /// redis: while set, requests sent on pinned connections get this
     /// deadline instead of `timeout` (a blocking command's own, or none).
     pub block_deadline: Option<Option<tokio::time::Instant>>,
@@ -224,6 +232,7 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
         txn: None,
         pins: Default::default(),
         block_deadline: None,
+        subs: None,
     };
     let mut rbuf = BytesMut::new();
     // Bytes read since the buffer was last released, and so the size of the
@@ -255,6 +264,9 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
                 );
             }
         }
+        if s.subs.is_some() {
+            s.drain_sink();
+        }
         // Move every ready reply at the front of the queue to the output.
         let mut close_now = false;
         let mut now = None;
@@ -275,14 +287,19 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
                     }
                     bytes
                 }),
+                Pending::Confirm(c) => c.is_done().then(|| c.take()),
+                Pending::Push(m) => Some(std::mem::take(m)),
                 Pending::Close => {
                     close_now = true;
                     break;
                 }
             };
             let Some(bytes) = ready else { break };
-            let now = *now.get_or_insert_with(Instant::now);
-            stats.latency[front.class as usize].observe(now.saturating_duration_since(front.since));
+            if !matches!(front.reply, Pending::Push(_)) {
+                let now = *now.get_or_insert_with(Instant::now);
+                stats.latency[front.class as usize]
+                    .observe(now.saturating_duration_since(front.since));
+            }
             s.pending.pop_front();
             out.push(bytes);
         }
@@ -292,7 +309,19 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
         }
         if s.pins.end_when_answered && s.pending.is_empty() {
             // The reply a pin ended with is in: the connection is clean.
-            s.unpin_all(true);
+            s.unpin_sessions(true);
+        }
+        if s.subs.is_some() {
+            if out.len() > max_unwritten {
+                tracing::warn!(
+                    "pool '{}': closing the subscriber connection from {}: {} bytes of messages unread (--client-buffer)",
+                    s.pool.shared.conf.name,
+                    stream.peer(),
+                    out.len()
+                );
+                return End::Error;
+            }
+            s.settle_subs();
         }
         if s.holding() && s.pending.is_empty() && !s.closing {
             // The replies a held request waited for are in: run it (and
@@ -325,7 +354,8 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
             && s.pending.len() < MAX_PENDING
             && out.len() < max_unwritten
             && (!s.holding() || rbuf.len() < READ_CHUNK * 4);
-        let waiting = !s.pending.is_empty();
+        // A subscriber is woken by messages too.
+        let waiting = !s.pending.is_empty() || s.subs.is_some();
         let event = std::future::poll_fn(|cx| {
             if !s.closing {
                 if shutdown.is_set() {

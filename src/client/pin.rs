@@ -18,7 +18,7 @@
 //! server connection that may still hand it a popped element.
 
 use super::Session;
-use crate::msg::Slot;
+use crate::msg::{Sink, Slot};
 use crate::server::{ReplyTo, ServerConn};
 use bytes::Bytes;
 use std::ops::Range;
@@ -27,7 +27,12 @@ use std::rc::Rc;
 /// The connections a client has pinned, by server index.
 #[derive(Debug, Default)]
 pub struct Pins {
+    /// For WATCH, a blocking command, WAIT: the client's requests to the
+    /// server go there.
     conns: Vec<(usize, Rc<ServerConn>)>,
+    /// Subscribed connections (see [`super::pubsub`]): only subscriber
+    /// commands go there; what they read comes through the client's sink.
+    subs: Vec<(usize, Rc<ServerConn>)>,
     /// The pins end once every owed reply is in (a blocking command's, an
     /// EXEC's); until then the next request is held.
     pub end_when_answered: bool,
@@ -37,9 +42,15 @@ pub struct Pins {
 }
 
 impl Pins {
+    /// No connection pinned, of either kind.
     #[inline]
     pub fn is_empty(&self) -> bool {
-        self.conns.is_empty()
+        self.conns.is_empty() && self.subs.is_empty()
+    }
+
+    /// The subscribed connection to server `server`, if any.
+    pub fn sub(&self, server: usize) -> Option<&Rc<ServerConn>> {
+        self.subs.iter().find(|(i, _)| *i == server).map(|(_, c)| c)
     }
 
     #[inline]
@@ -79,12 +90,7 @@ impl Session {
     /// Past the pool's `session_connections` for this worker: an error.
     pub fn pin(&mut self, idx: usize) -> Result<&Rc<ServerConn>, TooMany> {
         if self.pins.get(idx).is_none() {
-            let limit = self.pool.shared.conf.session_connections;
-            if self.pool.pinned.get() >= limit {
-                return Err(TooMany(limit));
-            }
-            self.pool.pinned.set(self.pool.pinned.get() + 1);
-            let c = self.pool.servers[idx].pin(self.dialect);
+            let c = self.take_pin(idx)?;
             self.pins.conns.push((idx, c));
         }
         match self.pins.conns.iter().find(|(i, _)| *i == idx) {
@@ -93,16 +99,49 @@ impl Session {
         }
     }
 
-    /// Ends every pin: `clean` connections go back to the worker's idle
-    /// ones, others are closed.
-    pub fn unpin_all(&mut self, clean: bool) {
-        for (idx, c) in self.pins.conns.drain(..) {
+    /// The subscribed connection to server `idx`: pinned (if this client
+    /// has none yet) and made to deliver to `sink`.
+    pub fn pin_sub(&mut self, idx: usize, sink: &Rc<Sink>) -> Result<Rc<ServerConn>, TooMany> {
+        if let Some(c) = self.pins.sub(idx) {
+            return Ok(c.clone());
+        }
+        let c = self.take_pin(idx)?;
+        c.set_sink(Some(sink.clone()));
+        self.pins.subs.push((idx, c.clone()));
+        Ok(c)
+    }
+
+    fn take_pin(&mut self, idx: usize) -> Result<Rc<ServerConn>, TooMany> {
+        let limit = self.pool.shared.conf.session_connections;
+        if self.pool.pinned.get() >= limit {
+            return Err(TooMany(limit));
+        }
+        self.pool.pinned.set(self.pool.pinned.get() + 1);
+        Ok(self.pool.servers[idx].pin(self.dialect))
+    }
+
+    /// Ends the session pins (WATCH, blocking, WAIT): `clean` connections go
+    /// back to the worker's idle ones, others are closed.
+    pub fn unpin_sessions(&mut self, clean: bool) {
+        let conns = std::mem::take(&mut self.pins.conns);
+        self.unpin(conns, clean);
+        self.pins.end_when_answered = false;
+    }
+
+    /// Ends the subscribed connections: `clean` ones (every subscription
+    /// confirmed gone) go back to the idle ones.
+    pub fn unpin_subs(&mut self, clean: bool) {
+        let subs = std::mem::take(&mut self.pins.subs);
+        self.unpin(subs, clean);
+    }
+
+    fn unpin(&mut self, conns: Vec<(usize, Rc<ServerConn>)>, clean: bool) {
+        for (idx, c) in conns {
             self.pool
                 .pinned
                 .set(self.pool.pinned.get().saturating_sub(1));
             self.pool.servers[idx].unpin(self.dialect, c, clean);
         }
-        self.pins.end_when_answered = false;
     }
 
     /// Holds this request until every reply owed before it is in; the
@@ -135,7 +174,7 @@ impl Session {
         if !self.pending.is_empty() {
             return true;
         }
-        self.unpin_all(true);
+        self.unpin_sessions(true);
         false
     }
 }
@@ -143,8 +182,9 @@ impl Session {
 impl Drop for Session {
     fn drop(&mut self) {
         // A client that leaves with a pin: its server state is unknown
-        // (blocked, watching): close those connections.
-        self.unpin_all(false);
+        // (blocked, watching, subscribed): close those connections.
+        self.unpin_sessions(false);
+        self.unpin_subs(false);
     }
 }
 

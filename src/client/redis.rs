@@ -7,6 +7,7 @@
 //! error (the byte stream cannot be resynchronised) closes it, after an error.
 
 use super::frag::{plan, send_parts, Merge, Plan};
+use super::pubsub::Kind;
 use super::{printable, unroutable, Pending, Session};
 use crate::dist::NoServer;
 use crate::msg::{ErrKind, Slot};
@@ -131,6 +132,15 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
     if s.txn.is_some() && s.in_multi() {
         return in_multi(s, cmd, req, wire, args);
     }
+    if s.subs.is_some() && s.resp2_subscribed() {
+        match cmd.route {
+            Route::Session(SessionKind::PubSub) | Route::Local(Local::Quit | Local::Reset) => {}
+            Route::Local(Local::Ping) => {
+                return s.subscribed_ping(args.get(1).map(|a| &req[a.clone()]));
+            }
+            _ => return s.not_in_subscribed_mode(&cmd.name),
+        }
+    }
     match cmd.route {
         Route::Keys => by_keys(s, cmd, req, wire, args, class),
         Route::StreamRead => {
@@ -175,7 +185,11 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
         Route::Session(SessionKind::Transaction) => transaction(s, cmd, req, wire, args),
         Route::Session(SessionKind::Blocking) => blocking(s, cmd, req, wire, args),
         Route::Session(SessionKind::Wait) => wait(s, cmd, req, wire, args),
-        Route::Session(kind) => needs_session(s, cmd, kind),
+        Route::Session(SessionKind::PubSub) => match Kind::of(&cmd.name) {
+            Some((kind, true)) => s.subscribe(kind, &req, args),
+            Some((kind, false)) => s.unsubscribe(kind, &req, args),
+            None => needs_session(s, cmd, SessionKind::PubSub),
+        },
         Route::Refuse(why) => error(
             s,
             &format!("{} is not allowed through the proxy: {why}", cmd.upper()),
@@ -586,7 +600,7 @@ fn wait(s: &mut Session, cmd: &Command, req: Bytes, wire: Option<Bytes>, args: &
     let n = s.pool.servers.len();
     for i in 0..n {
         if let Err(e) = s.pin(i) {
-            s.unpin_all(true);
+            s.unpin_sessions(true);
             return error(s, &e.to_string());
         }
     }

@@ -175,7 +175,7 @@ impl Session {
                     self.pool.servers[server].deadline(self.now),
                 );
             }
-            self.unpin_all(true);
+            self.unpin_sessions(true);
         }
     }
 
@@ -222,9 +222,11 @@ impl Session {
         self.owe(Pending::Wait(slot), Class::Read);
     }
 
-    /// `RESET` and friends: no transaction, no pin.
+    /// `RESET` and friends: no transaction, no subscription, no pin.
     pub fn end_session(&mut self) {
         self.txn = None;
-        self.unpin_all(false);
+        self.subs = None;
+        self.unpin_sessions(false);
+        self.unpin_subs(false);
     }
 }

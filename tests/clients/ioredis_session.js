@@ -2,13 +2,7 @@
 // (tests/sessions.rs). usage: node ioredis_session.js PORT
 const Redis = require("ioredis");
 
-const port = Number(process.argv[2]);
-
-function assert(cond, what) {
-  if (!cond) {
-    throw new Error("assertion failed: " + what);
-  }
-}
+const { assert, run, port } = require("./harness");
 
 async function main() {
   const r = new Redis({ port, host: "127.0.0.1", lazyConnect: true });
@@ -50,7 +44,4 @@ async function main() {
   console.log("ioredis: multi(), watch conflicts, BLPOP 0, BRPOP timeout, XREADGROUP BLOCK");
 }
 
-main().catch((e) => {
-  console.error(e);
-  process.exit(1);
-});
+run(main);

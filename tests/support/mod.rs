@@ -415,6 +415,19 @@ impl Conn {
         })
     }
 
+    /// Reads one complete frame: a reply, or a RESP3 push (pub/sub).
+    pub fn frame(&mut self) -> Vec<u8> {
+        self.read_reply("RESP", |b| {
+            shardproxy::proto::redis::reply::scan_frame(b).map_err(|_| ())
+        })
+    }
+
+    /// Sends a command and reads one frame (RESP3 clients).
+    pub fn frame_of(&mut self, args: &[&[u8]]) -> Vec<u8> {
+        self.send(&resp(args));
+        self.frame()
+    }
+
     /// Reads one complete memcache reply.
     pub fn mc_reply(&mut self) -> Vec<u8> {
         self.read_reply("memcache", |b| {
@@ -688,4 +701,14 @@ pub fn named_pool(backends: &[&Proc], extra: &str) -> impl Fn(u16) -> String {
     move |port| {
         format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: murmur\n{extra}  servers:\n{s}")
     }
+}
+
+/// `shardproxy_pinned_connections`, summed over the pool's servers (from
+/// the proxy's `/metrics`).
+pub fn pinned_connections(p: &Proc) -> i64 {
+    let (_, body) = p.http_get("/metrics");
+    body.lines()
+        .filter(|l| l.starts_with("shardproxy_pinned_connections{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
+        .sum()
 }

@@ -6,6 +6,7 @@ pub mod command;
 pub mod keys;
 pub mod merge;
 pub mod policy;
+pub mod pubsub;
 pub mod reply;
 pub mod request;
 

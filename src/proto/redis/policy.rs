@@ -424,7 +424,7 @@ pub fn listing() -> String {
                 Route::Session(SessionKind::Transaction) => "a transaction, on the server of its keys (MULTI is queued by the proxy; WATCH pins a connection)".to_string(),
                 Route::Session(SessionKind::Blocking) => "blocking: on a connection pinned to its keys' server, for its own block time".to_string(),
                 Route::Session(SessionKind::Wait) => "on a pinned connection to every server; the smallest count".to_string(),
-                Route::Session(k) => format!("needs a session, refused for now: {}", k.what()),
+                Route::Session(SessionKind::PubSub) => "pub/sub: on subscribed connections pinned for the client (a channel routed like a key, a pattern on every server)".to_string(),
                 Route::Refuse(why) => format!("refused: {why}"),
             };
             add(class, format!("`{}`", c.name.to_ascii_uppercase()));

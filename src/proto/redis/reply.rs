@@ -41,7 +41,19 @@ fn header(buf: &[u8], pos: usize) -> Result<Option<(i64, usize)>, ReplyError> {
 }
 
 /// Scans one complete reply at the start of `buf`.
+#[inline]
 pub fn scan_reply(buf: &[u8]) -> Result<Scan, ReplyError> {
+    scan(buf, false)
+}
+
+/// Scans one complete frame of a subscribed connection: a reply, or a RESP3
+/// push (a published message, a confirmation).
+pub fn scan_frame(buf: &[u8]) -> Result<Scan, ReplyError> {
+    scan(buf, true)
+}
+
+#[inline(always)]
+fn scan(buf: &[u8], pushes: bool) -> Result<Scan, ReplyError> {
     let mut pos = 0;
     let mut todo: u64 = 1;
     while todo > 0 {
@@ -74,7 +86,7 @@ pub fn scan_reply(buf: &[u8]) -> Result<Scan, ReplyError> {
                 continue;
             }
             b'*' | b'~' | b'>' | b'%' | b'|' | b':' => {
-                if kind == b'>' && pos == 0 {
+                if kind == b'>' && pos == 0 && !pushes {
                     return Err(ReplyError);
                 }
                 let Some((n, end)) = header(buf, pos)? else {
