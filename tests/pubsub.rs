@@ -281,3 +281,58 @@ fn redis_py_and_ioredis_subscribers() {
     std::thread::sleep(Duration::from_millis(100));
     eventually("no pinned connection left", || pinned(&p) == 0);
 }
+
+/// A subscriber that stops reading is disconnected once `--client-buffer`
+/// bytes of messages wait for it, with the reason in the log; the proxy's
+/// memory does not grow with what it does not read.
+#[test]
+fn a_subscriber_that_does_not_read_is_dropped_with_a_reason() {
+    let a = redis();
+    let p = shardproxy(&pool(&[&a]), &["--client-buffer", "65536"]);
+    let mut sub = Conn::new(p.port);
+    assert_eq!(
+        sub.cmd(&[b"SUBSCRIBE", b"slow"]),
+        confirm(false, "subscribe", Some("slow"), 1)
+    );
+    let mut publisher = Conn::new(p.port);
+    let msg = vec![b'm'; 4096];
+    let mut batch = Vec::new();
+    for _ in 0..100 {
+        batch.extend(resp(&[b"PUBLISH", b"slow", &msg]));
+    }
+    // Up to 40 MB, until the proxy lets the subscriber go.
+    let mut sent = 0;
+    while pinned(&p) > 0 {
+        assert!(sent < 100, "the subscriber was never dropped");
+        publisher.send(&batch);
+        for _ in 0..100 {
+            let r = publisher.reply();
+            assert!(r == b":1\r\n" || r == b":0\r\n", "{r:?}");
+        }
+        sent += 1;
+    }
+    println!(
+        "dropped after {} MB published",
+        sent * 100 * 4096 / 1_000_000
+    );
+    eventually("the reason is logged", || {
+        p.log().contains("closing the subscriber connection")
+    });
+    // The subscriber reads what was written to it, then the end.
+    sub.s
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let mut total = 0usize;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        match std::io::Read::read(&mut sub.s, &mut buf) {
+            Ok(0) => break,
+            Ok(n) => total += n,
+            Err(e) => panic!("the subscriber's connection was not closed: {e}"),
+        }
+    }
+    assert!(
+        total < sent * 100 * 4200,
+        "{total} bytes: nothing was dropped"
+    );
+}
