@@ -109,11 +109,12 @@
 //! | [`net`] | listeners, connects, socket options | yes |
 //! | [`proxy`] | start-up, signals, shutdown | yes |
 //! | [`stats`] | `nc_stats.c`: per-worker counters, the stats port's JSON, Prometheus | yes (its two listeners) |
-//! | [`cli`], [`log`], [`daemon`] | `nc.c`, `nc_log.c`, `nc_signal.c` | |
+//! | [`cli`], [`log`], [`daemon`], [`crash`] | `nc.c`, `nc_log.c`, `nc_signal.c` | |
 
 pub mod cli;
 pub mod client;
 pub mod conf;
+pub mod crash;
 pub mod daemon;
 pub mod dist;
 pub mod hash;

@@ -59,11 +59,14 @@ impl<'a> MakeWriter<'a> for Sink {
 }
 
 fn open(path: &str) -> io::Result<File> {
-    OpenOptions::new()
+    let f = OpenOptions::new()
         .append(true)
         .create(true)
         .mode(0o644)
-        .open(path)
+        .open(path)?;
+    // A crash is reported in the same file (see crate::crash).
+    crate::crash::log_to(std::os::fd::AsRawFd::as_raw_fd(&f));
+    Ok(f)
 }
 
 /// UTC timestamps in nutcracker's layout.
@@ -89,7 +92,7 @@ impl FormatTime for Stamp {
 }
 
 /// Days since 1970-01-01 → (year, month, day) (H. Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -75,6 +75,8 @@ fn run(opts: Options, conf: Conf) -> anyhow::Result<()> {
     if opts.daemonize {
         daemon::daemonize()?;
     }
+    // A crash says so in the log before it dumps core, as nutcracker does.
+    shardproxy::crash::install();
     let _pid = match &opts.pid_file {
         Some(p) => Some(
             PidFile::create(p)

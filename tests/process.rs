@@ -59,3 +59,38 @@ fn daemonize_with_a_bad_config_fails_before_detaching() {
     assert_eq!(code, 1, "{stderr}");
     assert!(stderr.contains("hash"), "{stderr}");
 }
+
+/// A crash is logged as nutcracker logs it (upstream's `test_signal` checks
+/// the line), then the process dies of the signal (a core dump where the
+/// system keeps them).
+#[test]
+fn sigsegv_is_logged_before_the_core_dump() {
+    // No core file from this test, wherever the system would write it.
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    #[allow(unsafe_code)]
+    // SAFETY: setrlimit with a valid struct; only this test process (and the
+    // proxy it starts) is affected.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_CORE, &none);
+    }
+    let r = support::redis();
+    let mut p = shardproxy(&pool(&r), &[]);
+    let mut k = Conn::new(p.port);
+    assert_eq!(k.cmd(&[b"PING"]), b"+PONG\r\n");
+    p.signal(libc::SIGSEGV);
+    let status = p.wait_status(Duration::from_secs(10));
+    assert_eq!(
+        status.and_then(|s| std::os::unix::process::ExitStatusExt::signal(&s)),
+        Some(libc::SIGSEGV),
+        "{status:?}"
+    );
+    let log = p.log();
+    assert!(
+        log.lines()
+            .any(|l| l.ends_with("ERROR signal 11 (SIGSEGV) received, core dumping")),
+        "{log}"
+    );
+}

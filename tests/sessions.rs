@@ -493,3 +493,46 @@ fn bullmq_processes_every_job_once() {
     let p = shardproxy(&pool(&backends, "  timeout: 5000\n"), &[]);
     run_node("bullmq_jobs.js", &[p.port.to_string()]);
 }
+
+/// Pinned connections start like every other: AUTH, then SELECT of the
+/// pool's db (and HELLO 3 for RESP3 clients).
+#[test]
+fn pinned_connections_carry_the_pools_auth_and_db() {
+    let a = support::redis_with(&["--requirepass", "s3cret"]);
+    let p = shardproxy(
+        &pool(
+            &[&a],
+            "  timeout: 5000\n  redis_auth: s3cret\n  redis_db: 3\n",
+        ),
+        &[],
+    );
+    let mut k = Conn::new(p.port);
+    assert_eq!(k.cmd(&[b"AUTH", b"s3cret"]), b"+OK\r\n");
+    let mut other = Conn::new(p.port);
+    assert_eq!(other.cmd(&[b"AUTH", b"s3cret"]), b"+OK\r\n");
+    // WATCH (pinned) and a transaction.
+    assert_eq!(k.cmd(&[b"WATCH", b"w"]), b"+OK\r\n");
+    assert_eq!(k.cmd(&[b"MULTI"]), b"+OK\r\n");
+    assert_eq!(k.cmd(&[b"SET", b"w", b"1"]), b"+QUEUED\r\n");
+    assert_eq!(k.cmd(&[b"EXEC"]), b"*1\r\n+OK\r\n");
+    // A blocking pop (pinned), woken by another client.
+    assert_eq!(other.cmd(&[b"RPUSH", b"q", b"x"]), b":1\r\n");
+    assert_eq!(
+        k.cmd(&[b"BLPOP", b"q", b"0"]),
+        b"*2\r\n$1\r\nq\r\n$1\r\nx\r\n"
+    );
+    // A subscription (pinned).
+    assert_eq!(
+        k.cmd(&[b"SUBSCRIBE", b"ch"]),
+        b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
+    );
+    assert_eq!(other.cmd(&[b"PUBLISH", b"ch", b"m"]), b":1\r\n");
+    assert_eq!(k.reply(), b"*3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nm\r\n");
+    // Everything in db 3 of the server.
+    let mut d = Conn::new(a.port);
+    assert_eq!(d.cmd(&[b"AUTH", b"s3cret"]), b"+OK\r\n");
+    assert_eq!(d.cmd(&[b"SELECT", b"3"]), b"+OK\r\n");
+    assert_eq!(d.cmd(&[b"GET", b"w"]), b"$1\r\n1\r\n");
+    assert_eq!(d.cmd(&[b"SELECT", b"0"]), b"+OK\r\n");
+    assert_eq!(d.cmd(&[b"EXISTS", b"w"]), b":0\r\n");
+}

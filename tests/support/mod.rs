@@ -65,6 +65,18 @@ impl Proc {
             libc::kill(self.child.id() as i32, sig);
         }
     }
+    /// Waits for the process to end; returns how it ended.
+    pub fn wait_status(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let end = Instant::now() + within;
+        while Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     /// Waits for the process to exit; returns its status code.
     pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
         let end = Instant::now() + within;
