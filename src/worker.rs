@@ -126,7 +126,7 @@ fn backend(
         name: s.name.clone(),
         timeout: conf.timeout,
         preamble,
-        stats: stats.servers.get(index).cloned().unwrap_or_default(),
+        stats: stats.servers.load().get(index).cloned().unwrap_or_default(),
         worker: worker.clone(),
     }
 }

@@ -175,7 +175,9 @@ pub struct PoolStats {
     pub latency: [Histogram; 4],
     /// Connections closed as attacks, per [`crate::proto::guard::Attack`].
     pub security: [Metric; 3],
-    pub servers: Vec<Arc<ServerStats>>,
+    /// Per server, in the pool's server order. A reload replaces the list
+    /// (a server keeps its metrics under its name).
+    pub servers: arc_swap::ArcSwap<Vec<Arc<ServerStats>>>,
 }
 
 impl PoolStats {
@@ -184,7 +186,9 @@ impl PoolStats {
             m: Default::default(),
             latency: Default::default(),
             security: Default::default(),
-            servers: (0..servers).map(|_| Arc::default()).collect(),
+            servers: arc_swap::ArcSwap::from_pointee(
+                (0..servers).map(|_| Arc::default()).collect(),
+            ),
         }
     }
 

@@ -82,8 +82,33 @@ pub struct PoolMeta {
 pub struct Registry {
     started: u64,
     hostname: String,
-    pools: Vec<PoolMeta>,
+    /// Replaced pool by pool when a reload changes one.
+    pools: std::sync::RwLock<Vec<PoolMeta>>,
     workers: Vec<Arc<WorkerStats>>,
+    pub reloads: Reloads,
+}
+
+/// What configuration reloads did (Prometheus `shardproxy_config_*`).
+#[derive(Debug, Default)]
+pub struct Reloads {
+    pub ok: std::sync::atomic::AtomicU64,
+    pub error: std::sync::atomic::AtomicU64,
+    /// FNV-1a 64 of the loaded file's bytes.
+    pub hash: std::sync::atomic::AtomicU64,
+    /// Unix time of the last successful load (start-up or reload).
+    pub loaded_at: std::sync::atomic::AtomicU64,
+}
+
+impl Reloads {
+    /// Records a configuration file now in effect.
+    pub fn loaded(&self, text: &[u8]) {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for &b in text {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.hash.store(h, Relaxed);
+        self.loaded_at.store(unix_secs(SystemTime::now()), Relaxed);
+    }
 }
 
 fn unix_secs(t: SystemTime) -> u64 {
@@ -119,8 +144,23 @@ impl Registry {
         Registry {
             started: unix_secs(SystemTime::now()),
             hostname: hostname(),
-            pools,
+            pools: std::sync::RwLock::new(pools),
             workers,
+            reloads: Reloads::default(),
+        }
+    }
+
+    /// Every worker's metrics.
+    pub fn workers(&self) -> &[Arc<WorkerStats>] {
+        &self.workers
+    }
+
+    /// A reload changed pool `index`: what the stats side knows of it now.
+    pub fn replace_pool(&self, index: usize, meta: PoolMeta) {
+        if let Ok(mut pools) = self.pools.write() {
+            if let Some(p) = pools.get_mut(index) {
+                *p = meta;
+            }
         }
     }
 
@@ -130,12 +170,15 @@ impl Registry {
     }
 
     /// Every pool has a running listener.
-    pub fn all_listening(&self) -> Result<(), Vec<&str>> {
-        let down: Vec<&str> = self
-            .pools
+    pub fn all_listening(&self) -> Result<(), Vec<String>> {
+        let pools = match self.pools.read() {
+            Ok(p) => p,
+            Err(p) => p.into_inner(),
+        };
+        let down: Vec<String> = pools
             .iter()
             .filter(|p| p.listening.load(Relaxed) == 0)
-            .map(|p| p.name.as_str())
+            .map(|p| p.name.clone())
             .collect();
         if down.is_empty() {
             Ok(())
@@ -147,7 +190,11 @@ impl Registry {
     /// Sums every worker's metrics, now.
     pub fn snapshot(&self) -> Snapshot {
         let now = unix_secs(SystemTime::now());
-        let listeners = self.pools.len() as i64;
+        let pools = match self.pools.read() {
+            Ok(p) => p,
+            Err(p) => p.into_inner(),
+        };
+        let listeners = pools.len() as i64;
         let mut snap = Snapshot {
             hostname: self.hostname.clone(),
             uptime: now.saturating_sub(self.started),
@@ -155,8 +202,7 @@ impl Registry {
             total_connections: listeners,
             curr_connections: listeners,
             threads: self.workers.len(),
-            pools: self
-                .pools
+            pools: pools
                 .iter()
                 .map(|p| PoolSnap {
                     name: p.name.clone(),
@@ -192,7 +238,7 @@ impl Registry {
                 for (a, m) in ps.security.iter_mut().zip(&pw.security) {
                     *a += m.get();
                 }
-                for (ss, sw) in ps.servers.iter_mut().zip(&pw.servers) {
+                for (ss, sw) in ps.servers.iter_mut().zip(pw.servers.load().iter()) {
                     for (a, m) in ss.m.iter_mut().zip(&sw.m) {
                         *a += m.get();
                     }
@@ -201,7 +247,7 @@ impl Registry {
                 }
             }
         }
-        for (ps, meta) in snap.pools.iter_mut().zip(&self.pools) {
+        for (ps, meta) in snap.pools.iter_mut().zip(pools.iter()) {
             ps.m[PoolField::ServerEjects as usize] = meta.health.ejects.load(Relaxed) as i64;
             for (i, ss) in ps.servers.iter_mut().enumerate() {
                 ss.m[ServerField::ServerEjectedAt as usize] = meta.health.ejected_at(i) as i64;
@@ -290,9 +336,11 @@ mod tests {
         w1.closed();
         w0.pools[0].get(PoolField::ForwardError).add(2);
         w1.pools[0].get(PoolField::ForwardError).add(3);
-        w1.pools[0].servers[1].get(ServerField::Requests).add(7);
-        w0.pools[0].servers[1].get(ServerField::InQueue).incr();
-        w1.pools[0].servers[1].get(ServerField::InQueue).decr();
+        w1.pools[0].servers.load()[1]
+            .get(ServerField::Requests)
+            .add(7);
+        w0.pools[0].servers.load()[1].get(ServerField::InQueue).incr();
+        w1.pools[0].servers.load()[1].get(ServerField::InQueue).decr();
         let s = r.snapshot();
         assert_eq!((s.total_connections, s.curr_connections), (3, 2));
         assert_eq!(s.pools[0].m[PoolField::ForwardError as usize], 5);
