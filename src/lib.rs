@@ -64,6 +64,16 @@
 //! client's [`msg::Sink`] in order (messages come unasked), and the proxy
 //! writes the confirmations itself with the client's own counts.
 //!
+//! ## Pool versions and reload
+//!
+//! A pool's configuration, routing and health form one immutable version
+//! ([`worker::PoolShared`]). A reload ([`reload`], SIGUSR1) validates the
+//! whole file, then makes a new version of each pool that changed and sends
+//! it to every worker, which builds its server slots for it and makes it
+//! current in the pool's [`worker::PoolCell`]: new clients take it,
+//! connected ones move to it between requests (one pointer comparison per
+//! read), and the old version's server connections drain and close.
+//!
 //! ## Two protocols, one engine
 //!
 //! Redis and memcache differ only where bytes are interpreted: the request and
@@ -108,6 +118,7 @@
 //! | [`worker`] | `nc_core.c` event loop, one per thread | yes |
 //! | [`net`] | listeners, connects, socket options | yes |
 //! | [`proxy`] | start-up, signals, shutdown | yes |
+//! | [`reload`] | SIGUSR1: validate, diff pools by name, publish new versions | yes (reads the file) |
 //! | [`stats`] | `nc_stats.c`: per-worker counters, the stats port's JSON, Prometheus | yes (its two listeners) |
 //! | [`cli`], [`log`], [`daemon`], [`crash`] | `nc.c`, `nc_log.c`, `nc_signal.c` | |
 
@@ -124,6 +135,7 @@ pub mod msg;
 pub mod net;
 pub mod proto;
 pub mod proxy;
+pub mod reload;
 pub mod route;
 pub mod server;
 pub mod stats;

@@ -7,6 +7,7 @@ use crate::cli::Options;
 use crate::conf::{Conf, Listen};
 use crate::log::Logger;
 use crate::net::{self, StdListener};
+use crate::reload::Reloader;
 use crate::stats::{self, Registry};
 use crate::worker::{self, PoolShared};
 use anyhow::Context;
@@ -72,15 +73,22 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
     }
     let shutdown = worker::Shutdown::default();
     let mut handles = Vec::with_capacity(threads);
+    let mut senders = Vec::with_capacity(threads);
     for (i, listeners) in per_worker.into_iter().enumerate() {
         let token = shutdown.clone();
         let wstats = registry.worker(i).context("no stats for a worker thread")?;
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        senders.push(tx);
         let h = std::thread::Builder::new()
             .name(format!("shardproxy-w{i}"))
-            .spawn(move || worker::run(listeners, wstats, token))
+            .spawn(move || worker::run(listeners, wstats, token, rx))
             .context("starting a worker thread")?;
         handles.push(h);
     }
+    if let Ok(text) = std::fs::read(&opts.conf_file) {
+        registry.reloads.loaded(&text);
+    }
+    let mut reloader = Reloader::new(opts.conf_file.clone(), pools, senders, registry.clone());
     tracing::info!(
         "stats on {}:{}{}",
         opts.stats_addr,
@@ -105,7 +113,7 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
             shutdown.token().clone(),
         ));
     }
-    rt.block_on(signals(&logger, shutdown.token()))?;
+    rt.block_on(signals(&logger, shutdown.token(), &mut reloader))?;
     shutdown.trigger();
     for h in handles {
         match h.join() {
@@ -117,7 +125,11 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn signals(logger: &Logger, shutdown: &CancellationToken) -> anyhow::Result<()> {
+async fn signals(
+    logger: &Logger,
+    shutdown: &CancellationToken,
+    reloader: &mut Reloader,
+) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
     let mut ttou = signal(SignalKind::from_raw(libc::SIGTTOU))?;
@@ -141,7 +153,10 @@ async fn signals(logger: &Logger, shutdown: &CancellationToken) -> anyhow::Resul
                 let n = logger.adjust(false);
                 tracing::info!("down log level to {n}");
             }
-            _ = usr1.recv() => tracing::info!("signal 10 (SIGUSR1) received"),
+            _ = usr1.recv() => {
+                tracing::info!("signal 10 (SIGUSR1) received, reloading the configuration");
+                reloader.reload();
+            }
             _ = usr2.recv() => tracing::info!("signal 12 (SIGUSR2) received"),
             _ = int.recv() => {
                 tracing::info!("signal 2 (SIGINT) received, exiting");

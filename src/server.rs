@@ -95,6 +95,9 @@ pub struct ServerConn {
     /// Set by [`ServerConn::close`]: the proxy closes the connection on
     /// purpose (a pinned connection whose state is unknown); not a failure.
     closing: Cell<bool>,
+    /// The connection's server left the pool's current version (a reload):
+    /// it closes once it has nothing queued or in flight.
+    draining: Cell<bool>,
     /// A subscribed connection's client: every frame read goes there, in
     /// order (messages come unasked between the replies).
     sink: RefCell<Option<Rc<Sink>>>,
@@ -106,6 +109,12 @@ impl ServerConn {
     /// left while blocked (the server must not hand it a popped element).
     pub fn close(&self) {
         self.closing.set(true);
+        self.wake.wake();
+    }
+
+    /// Closes the connection once what it carries is delivered.
+    pub fn drain(&self) {
+        self.draining.set(true);
         self.wake.wake();
     }
 
@@ -157,6 +166,8 @@ pub struct ServerSlot {
     backend: Rc<Backend>,
     sets: [ConnSet; 2],
     idle: [RefCell<Vec<Rc<ServerConn>>>; 2],
+    /// Part of a pool version a reload replaced: its connections drain.
+    retired: Cell<bool>,
 }
 
 /// Clean pinned connections kept per server and dialect for the next session.
@@ -172,6 +183,24 @@ impl ServerSlot {
             backend: Rc::new(backend),
             sets: [set(), set()],
             idle: Default::default(),
+            retired: Cell::new(false),
+        }
+    }
+
+    /// The pool version this server belongs to was replaced (a reload): its
+    /// connections close once they have delivered what they carry; one
+    /// opened later (for a client still on this version) closes likewise.
+    pub fn retire(&self) {
+        self.retired.set(true);
+        for set in &self.sets {
+            for c in set.conns.borrow().iter().flatten() {
+                c.drain();
+            }
+        }
+        for idle in &self.idle {
+            for c in idle.borrow_mut().drain(..) {
+                c.close();
+            }
         }
     }
 
@@ -198,7 +227,7 @@ impl ServerSlot {
         self.backend.stats.pinned.decr();
         conn.set_sink(None);
         let mut idle = self.idle[dialect as usize].borrow_mut();
-        if clean && conn.is_usable() && idle.len() < IDLE_PINNED {
+        if clean && conn.is_usable() && idle.len() < IDLE_PINNED && !self.retired.get() {
             idle.push(conn);
         } else {
             conn.close();
@@ -325,6 +354,7 @@ impl ServerSlot {
     /// Opens a connection: its preamble is queued first.
     fn open(&self, dialect: Dialect) -> Rc<ServerConn> {
         let c = Rc::new(ServerConn::default());
+        c.draining.set(self.retired.get());
         c.alive.set(true);
         let deadline = self.backend.timeout.map(|t| Instant::now() + t);
         for p in &self.backend.preamble[dialect as usize] {
@@ -436,6 +466,15 @@ impl Conn {
         let mut armed: Option<Instant> = None;
         loop {
             if conn.closing.get() {
+                return self.fail(ErrKind::ServerEof);
+            }
+            if conn.draining.get()
+                && self.inflight.is_empty()
+                && self.sending.is_empty()
+                && conn.queue.borrow().is_empty()
+            {
+                // Drained after a reload: a deliberate close.
+                conn.closing.set(true);
                 return self.fail(ErrKind::ServerEof);
             }
             // Take everything queued: it is written in order, so replies match FIFO.

@@ -19,14 +19,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-/// What every worker shares about a pool.
+/// What every worker shares about a pool: one version of it (a reload that
+/// changes the pool makes a new one, see [`PoolShared::succeed`]).
 #[derive(Debug)]
 pub struct PoolShared {
     pub conf: PoolConf,
     pub router: Router,
     pub health: Arc<PoolHealth>,
-    /// Open client connections, across workers (enforces `client_connections`).
-    pub clients: AtomicU32,
+    /// Open client connections, across workers and versions (enforces
+    /// `client_connections`).
+    pub clients: Arc<AtomicU32>,
     /// Worker accept loops running for the pool (`/healthz`).
     pub listening: Arc<AtomicUsize>,
 }
@@ -44,9 +46,23 @@ impl PoolShared {
             conf,
             router,
             health,
-            clients: AtomicU32::new(0),
+            clients: Arc::default(),
             listening: Arc::default(),
         }
+    }
+
+    /// The next version of `prev`'s pool, with a new configuration: new
+    /// routing and health; the client count, the listeners' count and the
+    /// ejection count go on.
+    pub fn succeed(conf: PoolConf, prev: &PoolShared) -> PoolShared {
+        let mut next = PoolShared::new(conf);
+        next.clients = prev.clients.clone();
+        next.listening = prev.listening.clone();
+        next.health.ejects.store(
+            prev.health.ejects.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        next
     }
 
     /// What the stats side needs to know about the pool.
@@ -69,6 +85,50 @@ impl HealthSink for PoolShared {
     fn replied(&self, server: usize) {
         self.health.replied(server);
     }
+}
+
+/// A pool as one worker sees it across reloads: the version new clients
+/// take, and that existing clients move to between requests (see
+/// [`crate::client::Session::refresh_pool`]).
+#[derive(Debug)]
+pub struct PoolCell {
+    current: std::cell::RefCell<Rc<PoolLocal>>,
+}
+
+impl PoolCell {
+    pub fn new(pool: Rc<PoolLocal>) -> PoolCell {
+        PoolCell {
+            current: std::cell::RefCell::new(pool),
+        }
+    }
+
+    /// The pool's current version.
+    #[inline]
+    pub fn current(&self) -> Rc<PoolLocal> {
+        self.current.borrow().clone()
+    }
+
+    /// `pool` is the current version.
+    #[inline]
+    pub fn is_current(&self, pool: &Rc<PoolLocal>) -> bool {
+        Rc::ptr_eq(&self.current.borrow(), pool)
+    }
+
+    /// Makes `next` current; the previous version's server connections
+    /// close once they have delivered what they carry.
+    fn replace(&self, next: Rc<PoolLocal>) {
+        let prev = self.current.replace(next);
+        for s in &prev.servers {
+            s.retire();
+        }
+    }
+}
+
+/// A reload for the workers: the pools (by index) that changed, in their new
+/// version.
+#[derive(Debug)]
+pub struct Reload {
+    pub pools: Vec<(usize, Arc<PoolShared>)>,
 }
 
 /// A pool as one worker sees it: the shared part, this worker's servers and
@@ -162,66 +222,91 @@ const TOO_MANY: &[u8] = b"-ERR max number of clients reached\r\n";
 /// How long in-flight requests get to finish after SIGINT/SIGTERM.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs one worker until `shutdown`, then drains its clients.
+/// This worker's view of one version of a pool: its server slots (each
+/// with its connections), its metrics.
+fn local(
+    shared: Arc<PoolShared>,
+    pool_stats: Arc<PoolStats>,
+    stats: &Arc<WorkerStats>,
+) -> PoolLocal {
+    let servers = shared
+        .conf
+        .servers
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            ServerSlot::new(
+                backend(&shared, i, s, &pool_stats, stats),
+                shared.conf.server_connections,
+            )
+        })
+        .collect();
+    let pool = PoolLocal {
+        shared,
+        servers,
+        stats: pool_stats,
+        worker: stats.clone(),
+        pinned: Default::default(),
+    };
+    if pool.shared.conf.preconnect {
+        for s in &pool.servers {
+            s.preconnect();
+        }
+    }
+    pool
+}
+
+/// Runs one worker until `shutdown`, then drains its clients; applies the
+/// reloads it is sent meanwhile.
 pub fn run(
     pools: Vec<(Arc<PoolShared>, StdListener)>,
     stats: Arc<WorkerStats>,
     shutdown: Shutdown,
+    mut reloads: tokio::sync::mpsc::UnboundedReceiver<Reload>,
 ) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async move {
+    let local_set = tokio::task::LocalSet::new();
+    local_set.block_on(&rt, async move {
         let tracker = TaskTracker::new();
+        let mut cells = Vec::with_capacity(pools.len());
         for (index, (shared, listener)) in pools.into_iter().enumerate() {
             let pool_stats = stats
                 .pools
                 .get(index)
                 .cloned()
                 .unwrap_or_else(|| Arc::new(PoolStats::new(shared.conf.servers.len())));
-            let servers = shared
-                .conf
-                .servers
-                .iter()
-                .enumerate()
-                .map(|(i, s)| {
-                    ServerSlot::new(
-                        backend(&shared, i, s, &pool_stats, &stats),
-                        shared.conf.server_connections,
-                    )
-                })
-                .collect();
-            let pool = Rc::new(PoolLocal {
-                shared,
-                servers,
-                stats: pool_stats,
-                worker: stats.clone(),
-                pinned: Default::default(),
-            });
-            if pool.shared.conf.preconnect {
-                for s in &pool.servers {
-                    s.preconnect();
-                }
-            }
+            let name = shared.conf.name.clone();
+            let cell = Rc::new(PoolCell::new(Rc::new(local(shared, pool_stats, &stats))));
+            cells.push(cell.clone());
             let listener = match Listener::new(listener) {
                 Ok(l) => l,
                 Err(e) => {
-                    tracing::error!(
-                        "pool '{}': cannot register listener: {e}",
-                        pool.shared.conf.name
-                    );
+                    tracing::error!("pool '{name}': cannot register listener: {e}");
                     continue;
                 }
             };
             tokio::task::spawn_local(accept_loop(
                 listener,
-                pool,
+                cell,
                 shutdown.clone(),
                 tracker.clone(),
             ));
         }
-        shutdown.token().cancelled().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.token().cancelled() => break,
+                Some(reload) = reloads.recv() => {
+                    for (index, shared) in reload.pools {
+                        let (Some(cell), Some(pool_stats)) = (cells.get(index), stats.pools.get(index)) else {
+                            continue;
+                        };
+                        cell.replace(Rc::new(local(shared, pool_stats.clone(), &stats)));
+                    }
+                }
+            }
+        }
         tracker.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
             .await
@@ -264,11 +349,11 @@ impl Listener {
 
 async fn accept_loop(
     listener: Listener,
-    pool: Rc<PoolLocal>,
+    cell: Rc<PoolCell>,
     shutdown: Shutdown,
     tracker: TaskTracker,
 ) {
-    let listening = pool.shared.listening.clone();
+    let listening = cell.current().shared.listening.clone();
     listening.fetch_add(1, Ordering::Relaxed);
     let _down = scopeguard(move || {
         listening.fetch_sub(1, Ordering::Relaxed);
@@ -278,6 +363,7 @@ async fn accept_loop(
             r = listener.accept() => r,
             _ = shutdown.token().cancelled() => return,
         };
+        let pool = cell.current();
         let stream = match stream {
             Ok(s) => s,
             Err(e) => {
@@ -295,6 +381,7 @@ async fn accept_loop(
         let limit = pool.shared.conf.client_connections;
         let n = pool.shared.clients.fetch_add(1, Ordering::Relaxed) + 1;
         let pool2 = pool.clone();
+        let cell2 = cell.clone();
         let shutdown2 = shutdown.clone();
         tracker.spawn_local(async move {
             if limit > 0 && n > limit {
@@ -303,7 +390,7 @@ async fn accept_loop(
                 let (w, p) = (&pool2.worker, &pool2.stats);
                 w.opened();
                 p.get(PoolField::ClientConnections).incr();
-                let end = client::serve(stream, pool2.clone(), shutdown2).await;
+                let end = client::serve(stream, cell2, shutdown2).await;
                 // Header count first: a reader that sees the pool gauge at 0
                 // sees the connection gone from `curr_connections` too.
                 w.closed();

@@ -20,7 +20,7 @@ use crate::net::{Stream, WriteQueue};
 use crate::proto::guard::Attack;
 use crate::server::Dialect;
 use crate::stats::metrics::{Class, PoolField};
-use crate::worker::{PoolLocal, Shutdown};
+use crate::worker::{PoolCell, PoolLocal, Shutdown};
 use bytes::{Bytes, BytesMut};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -102,7 +102,10 @@ pub enum End {
 /// Per-connection state the protocol handler works with.
 #[derive(Debug)]
 pub struct Session {
+    /// The version of the pool this client's requests use.
     pub pool: Rc<PoolLocal>,
+    /// The pool across reloads.
+    pub cell: Rc<PoolCell>,
     pub proto: Protocol,
     /// Which backend connections this client's requests use (RESP3 after
     /// `HELLO 3`).
@@ -142,6 +145,16 @@ pub struct Session {
 }
 
 impl Session {
+    /// Moves the client to the pool's current version (after a reload)
+    /// between requests, unless it holds state on the version it has:
+    /// pinned connections (watching, blocked, subscribed) or a transaction.
+    #[inline]
+    pub fn refresh_pool(&mut self) {
+        if !self.cell.is_current(&self.pool) && self.pins.is_empty() && self.txn.is_none() {
+            self.pool = self.cell.current();
+        }
+    }
+
     /// Queues a reply owed to the client, in request order.
     #[inline]
     pub fn owe(&mut self, reply: Pending, class: Class) {
@@ -210,11 +223,13 @@ enum Event {
 }
 
 /// Serves one client connection until it closes.
-pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> End {
+pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> End {
+    let pool = cell.current();
     let authenticated = pool.shared.conf.redis_auth.is_none();
     let proto = Protocol::of(pool.shared.conf.redis);
     let mut s = Session {
         pool,
+        cell,
         proto,
         dialect: Dialect::Plain,
         waker: Rc::new(Wake::default()),
@@ -250,6 +265,7 @@ pub async fn serve(stream: Stream, pool: Rc<PoolLocal>, shutdown: Shutdown) -> E
     let mut parked_on_shutdown = false;
     loop {
         if !s.closing && fresh {
+            s.refresh_pool();
             need = match proto {
                 Protocol::Redis => redis::handle_requests(&mut s, &mut rbuf),
                 Protocol::Memcache => memcache::handle_requests(&mut s, &mut rbuf),

@@ -110,6 +110,8 @@ mod tests {
             total_connections: 12,
             curr_connections: 5,
             threads: 1,
+            reloads: (0, 0),
+            config: (0, 0),
             pools: vec![
                 PoolSnap {
                     name: "alpha".into(),
@@ -149,6 +151,8 @@ mod tests {
             total_connections: 0,
             curr_connections: 0,
             threads: 1,
+            reloads: (0, 0),
+            config: (0, 0),
             pools: vec![],
         };
         let doc = render(&snap);

@@ -202,6 +202,14 @@ impl Registry {
             total_connections: listeners,
             curr_connections: listeners,
             threads: self.workers.len(),
+            reloads: (
+                self.reloads.ok.load(Relaxed),
+                self.reloads.error.load(Relaxed),
+            ),
+            config: (
+                self.reloads.hash.load(Relaxed),
+                self.reloads.loaded_at.load(Relaxed),
+            ),
             pools: pools
                 .iter()
                 .map(|p| PoolSnap {
@@ -267,6 +275,11 @@ pub struct Snapshot {
     pub curr_connections: i64,
     pub threads: usize,
     pub pools: Vec<PoolSnap>,
+    /// Configuration reloads: (succeeded, failed).
+    pub reloads: (u64, u64),
+    /// The loaded configuration file's FNV-1a 64 and the Unix time it was
+    /// loaded.
+    pub config: (u64, u64),
 }
 
 #[derive(Debug, Clone)]
@@ -339,8 +352,12 @@ mod tests {
         w1.pools[0].servers.load()[1]
             .get(ServerField::Requests)
             .add(7);
-        w0.pools[0].servers.load()[1].get(ServerField::InQueue).incr();
-        w1.pools[0].servers.load()[1].get(ServerField::InQueue).decr();
+        w0.pools[0].servers.load()[1]
+            .get(ServerField::InQueue)
+            .incr();
+        w1.pools[0].servers.load()[1]
+            .get(ServerField::InQueue)
+            .decr();
         let s = r.snapshot();
         assert_eq!((s.total_connections, s.curr_connections), (3, 2));
         assert_eq!(s.pools[0].m[PoolField::ForwardError as usize], 5);

@@ -199,6 +199,28 @@ impl Scrape {
         )?;
         family(
             enc,
+            "shardproxy_config_reloads",
+            "Configuration reloads (SIGUSR1), by result.",
+            [
+                (vec![("result", "ok")], Val::Counter(s.reloads.0 as i64)),
+                (vec![("result", "error")], Val::Counter(s.reloads.1 as i64)),
+            ],
+        )?;
+        let hash = format!("{:016x}", s.config.0);
+        family(
+            enc,
+            "shardproxy_config_info",
+            "The configuration in effect: its file's FNV-1a 64 hash.",
+            [(vec![("hash", hash.as_str())], Val::Gauge(1))],
+        )?;
+        family(
+            enc,
+            "shardproxy_config_loaded_timestamp_seconds",
+            "Unix time the configuration in effect was loaded (start-up or reload).",
+            [(vec![], Val::Seconds(s.config.1 as f64))],
+        )?;
+        family(
+            enc,
             "shardproxy_build_info",
             "Version of shardproxy and of the nutcracker it is compatible with.",
             [(
