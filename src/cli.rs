@@ -62,6 +62,8 @@ struct Raw {
     metrics_addr: Option<String>,
     #[arg(long = "client-buffer", allow_hyphen_values = true)]
     client_buffer: Option<String>,
+    #[arg(long = "watch-config")]
+    watch_config: bool,
     /// nutcracker ignores positional arguments; so do we.
     #[arg(hide = true)]
     rest: Vec<String>,
@@ -89,6 +91,8 @@ pub struct Options {
     pub metrics_addr: String,
     /// Unwritten reply bytes per client before it stops being read.
     pub client_buffer: usize,
+    /// Reload when the configuration file changes.
+    pub watch_config: bool,
 }
 
 /// A command-line error: the message nutcracker would print (without the
@@ -200,6 +204,7 @@ impl Options {
                 .metrics_addr
                 .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_string()),
             client_buffer,
+            watch_config: raw.watch_config,
         })
     }
 }
@@ -256,7 +261,7 @@ pub fn usage() -> String {
                   [-c conf file] [-s stats port] [-a stats addr]
                   [-i stats interval] [-p pid file] [-m mbuf size]
                   [--threads N] [--metrics-port N] [--metrics-addr S]
-                  [--client-buffer N]
+                  [--client-buffer N] [--watch-config]
 
 Options:
   -h, --help             : this help
@@ -276,6 +281,7 @@ Options:
       --metrics-port=N   : serve Prometheus /metrics and /healthz on this port (default: off)
       --metrics-addr=S   : address for --metrics-port (default: {DEFAULT_METRICS_ADDR})
       --client-buffer=N  : unwritten reply bytes per client before it stops being read (default: 16 MiB)
+      --watch-config     : reload the configuration file when it changes (as SIGUSR1 does)
 
 "
     )

@@ -113,7 +113,16 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
             shutdown.token().clone(),
         ));
     }
-    rt.block_on(signals(&logger, shutdown.token(), &mut reloader))?;
+    let changes = if opts.watch_config {
+        let _rt = rt.enter();
+        Some(
+            crate::watch::watch(&opts.conf_file)
+                .with_context(|| format!("--watch-config: cannot watch '{}'", opts.conf_file))?,
+        )
+    } else {
+        None
+    };
+    rt.block_on(signals(&logger, shutdown.token(), &mut reloader, changes))?;
     shutdown.trigger();
     for h in handles {
         match h.join() {
@@ -129,6 +138,7 @@ async fn signals(
     logger: &Logger,
     shutdown: &CancellationToken,
     reloader: &mut Reloader,
+    mut changes: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
 ) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
@@ -158,6 +168,15 @@ async fn signals(
                 reloader.reload();
             }
             _ = usr2.recv() => tracing::info!("signal 12 (SIGUSR2) received"),
+            Some(()) = async {
+                match changes.as_mut() {
+                    Some(c) => c.recv().await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                tracing::info!("the configuration file changed, reloading it");
+                reloader.reload();
+            }
             _ = int.recv() => {
                 tracing::info!("signal 2 (SIGINT) received, exiting");
                 break;

@@ -283,3 +283,36 @@ fn the_same_file_changes_nothing_and_a_hundred_reloads_leak_nothing() {
     assert!(body.contains("shardproxy_config_info{hash=\""), "{body}");
     assert!(body.contains("shardproxy_config_loaded_timestamp_seconds "));
 }
+
+/// `--watch-config`: a changed file is reloaded without a signal, whether it
+/// is written in place or renamed over; a half-written (invalid) one changes
+/// nothing until the next write.
+#[test]
+fn watch_config_reloads_a_changed_file() {
+    let (a, b, c) = (redis(), redis(), redis());
+    let two = [(a.port, "s0"), (b.port, "s1")];
+    let three = [(a.port, "s0"), (b.port, "s1"), (c.port, "s2")];
+    let p = shardproxy(&|port| yaml(port, &two, ""), &["--watch-config"]);
+    let port = p.port;
+    // Renamed over the file, as editors and configuration managers do.
+    let tmp = p.dir.path().join("proxy.yml.new");
+    std::fs::write(&tmp, yaml(port, &three, "")).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::rename(&tmp, p.dir.path().join("proxy.yml")).unwrap_or_else(|e| panic!("{e}"));
+    eventually("the renamed file is reloaded", || reloads(&p, "ok") == 1);
+    assert!(p
+        .log()
+        .contains("the configuration file changed, reloading it"));
+    assert!(p.stats().contains("\"s2\": {"));
+    // Written in place: an invalid version, then a valid one.
+    rewrite(&p, "alpha:\n  listen: [\n");
+    eventually("the invalid file is refused", || reloads(&p, "error") == 1);
+    assert!(
+        p.stats().contains("\"s2\": {"),
+        "an invalid file changed the pool"
+    );
+    rewrite(&p, &yaml(port, &two, ""));
+    eventually("the file is reloaded", || reloads(&p, "ok") == 2);
+    assert!(!p.stats().contains("\"s2\""));
+    let mut k = Conn::new(port);
+    assert_eq!(k.cmd(&[b"SET", b"w", b"1"]), b"+OK\r\n");
+}

@@ -150,7 +150,13 @@ impl Session {
     /// pinned connections (watching, blocked, subscribed) or a transaction.
     #[inline]
     pub fn refresh_pool(&mut self) {
-        if !self.cell.is_current(&self.pool) && self.pins.is_empty() && self.txn.is_none() {
+        if !self.cell.is_current(&self.pool)
+            && self.pins.is_empty()
+            && self
+                .txn
+                .as_ref()
+                .is_none_or(|t| !t.multi && t.server.is_none())
+        {
             self.pool = self.cell.current();
         }
     }
