@@ -64,6 +64,8 @@ struct Raw {
     client_buffer: Option<String>,
     #[arg(long = "watch-config")]
     watch_config: bool,
+    #[arg(long = "drain-timeout", allow_hyphen_values = true)]
+    drain_timeout: Option<String>,
     /// nutcracker ignores positional arguments; so do we.
     #[arg(hide = true)]
     rest: Vec<String>,
@@ -93,7 +95,13 @@ pub struct Options {
     pub client_buffer: usize,
     /// Reload when the configuration file changes.
     pub watch_config: bool,
+    /// After a reload retires a listener (its pool removed, its `listen`
+    /// changed): how long its clients are still served.
+    pub drain_timeout: std::time::Duration,
 }
+
+/// Default of `--drain-timeout`, in seconds.
+pub const DEFAULT_DRAIN_TIMEOUT_S: u64 = 30;
 
 /// A command-line error: the message nutcracker would print (without the
 /// program name), to be followed by the usage text and exit status 1.
@@ -182,6 +190,16 @@ impl Options {
                     )
                 })? as usize,
         };
+        let drain_timeout = match raw.drain_timeout.as_deref() {
+            None => std::time::Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_S),
+            Some(v) => std::time::Duration::from_secs(
+                digits(v).filter(|&n| n <= 86_400).ok_or_else(|| {
+                    CliError(
+                        "option --drain-timeout requires a number of seconds (0 to 86400)".into(),
+                    )
+                })?,
+            ),
+        };
         Ok(Options {
             help: raw.help,
             version: raw.version,
@@ -205,6 +223,7 @@ impl Options {
                 .unwrap_or_else(|| DEFAULT_METRICS_ADDR.to_string()),
             client_buffer,
             watch_config: raw.watch_config,
+            drain_timeout,
         })
     }
 }
@@ -261,7 +280,7 @@ pub fn usage() -> String {
                   [-c conf file] [-s stats port] [-a stats addr]
                   [-i stats interval] [-p pid file] [-m mbuf size]
                   [--threads N] [--metrics-port N] [--metrics-addr S]
-                  [--client-buffer N] [--watch-config]
+                  [--client-buffer N] [--watch-config] [--drain-timeout S]
 
 Options:
   -h, --help             : this help
@@ -282,6 +301,7 @@ Options:
       --metrics-addr=S   : address for --metrics-port (default: {DEFAULT_METRICS_ADDR})
       --client-buffer=N  : unwritten reply bytes per client before it stops being read (default: 16 MiB)
       --watch-config     : reload the configuration file when it changes (as SIGUSR1 does)
+      --drain-timeout=S  : after a reload retires a listener, serve its clients this long (default: {DEFAULT_DRAIN_TIMEOUT_S} s)
 
 "
     )

@@ -72,7 +72,10 @@
 //! it to every worker, which builds its server slots for it and makes it
 //! current in the pool's [`worker::PoolCell`]: new clients take it,
 //! connected ones move to it between requests (one pointer comparison per
-//! read), and the old version's server connections drain and close.
+//! read), and the old version's server connections drain and close. A
+//! pool that moves to a new port, or is added or removed, has its new
+//! listener bound first (or nothing changes); a retired listener's clients
+//! are served until `--drain-timeout`.
 //!
 //! ## Two protocols, one engine
 //!

@@ -48,19 +48,7 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
         (0..threads).map(|_| Vec::new()).collect();
     for pool in &pools {
         let c = &pool.conf;
-        let reuseport = c.reuseport || threads > 1;
-        let first = net::bind(&c.listen, c.backlog, reuseport)
-            .with_context(|| format!("pool '{}': bind to '{}' failed", c.name, c.listen_spec))?;
-        for (i, w) in per_worker.iter_mut().enumerate() {
-            let l = if i == 0 {
-                first.try_clone()?
-            } else if matches!(c.listen, Listen::Tcp { .. }) && reuseport {
-                net::bind(&c.listen, c.backlog, true).with_context(|| {
-                    format!("pool '{}': bind to '{}' failed", c.name, c.listen_spec)
-                })?
-            } else {
-                first.try_clone()?
-            };
+        for (w, l) in per_worker.iter_mut().zip(bind_pool(c, threads)?) {
             w.push((pool.clone(), l));
         }
         tracing::info!(
@@ -88,7 +76,13 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
     if let Ok(text) = std::fs::read(&opts.conf_file) {
         registry.reloads.loaded(&text);
     }
-    let mut reloader = Reloader::new(opts.conf_file.clone(), pools, senders, registry.clone());
+    let mut reloader = Reloader::new(
+        opts.conf_file.clone(),
+        pools,
+        senders,
+        registry.clone(),
+        opts.drain_timeout,
+    );
     tracing::info!(
         "stats on {}:{}{}",
         opts.stats_addr,
@@ -132,6 +126,27 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A pool's listeners, one per worker: a `SO_REUSEPORT` socket each for TCP
+/// with several workers (or `reuseport`), else one shared socket.
+pub fn bind_pool(c: &crate::conf::PoolConf, threads: usize) -> anyhow::Result<Vec<StdListener>> {
+    let reuseport = c.reuseport || threads > 1;
+    let first = net::bind(&c.listen, c.backlog, reuseport)
+        .with_context(|| format!("pool '{}': bind to '{}' failed", c.name, c.listen_spec))?;
+    let mut out = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let l = if i == 0 {
+            first.try_clone()?
+        } else if matches!(c.listen, Listen::Tcp { .. }) && reuseport {
+            net::bind(&c.listen, c.backlog, true)
+                .with_context(|| format!("pool '{}': bind to '{}' failed", c.name, c.listen_spec))?
+        } else {
+            first.try_clone()?
+        };
+        out.push(l);
+    }
+    Ok(out)
 }
 
 async fn signals(

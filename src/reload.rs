@@ -1,6 +1,6 @@
-//! Configuration reload (SIGUSR1): re-read the file, validate all of it,
-//! and move every pool that changed to a new version without closing a
-//! client.
+//! Configuration reload (SIGUSR1, `--watch-config`): re-read the file,
+//! validate all of it, and move every pool that changed to a new version
+//! without closing a client.
 //!
 //! Pools are matched by name. An unchanged pool is not touched. A changed
 //! one (servers, weights, hash, distribution, timeouts, auth, db…) becomes a
@@ -12,26 +12,43 @@
 //! have delivered what they carry. A server keeps its metrics under its
 //! name across versions.
 //!
+//! A pool whose `listen` (or `backlog`, `reuseport`) changed gets its new
+//! listener bound first; an added pool gets its listener; if any bind fails,
+//! nothing changes. The old listener of a moved or removed pool stops
+//! accepting, and its clients are served until they leave or
+//! `--drain-timeout` ends.
+//!
 //! A file that does not validate changes nothing: the reason is logged and
-//! counted (`shardproxy_config_reloads_total{result="error"}`). Changing a
-//! pool's `listen`, or adding or removing a pool, is refused the same way
-//! for now (it needs a restart).
+//! counted (`shardproxy_config_reloads_total{result="error"}`).
 
 use crate::conf::{Conf, PoolConf};
-use crate::stats::metrics::ServerStats;
+use crate::net::StdListener;
+use crate::stats::metrics::{PoolStats, ServerStats};
 use crate::stats::Registry;
-use crate::worker::{PoolShared, Reload};
+use crate::worker::{Change, PoolShared, Reload};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 
 /// What the main thread keeps to apply reloads.
 #[derive(Debug)]
 pub struct Reloader {
     path: String,
+    /// The running pools, in their configuration order.
     pools: Vec<Arc<PoolShared>>,
     workers: Vec<UnboundedSender<Reload>>,
     registry: Arc<Registry>,
+    drain: Duration,
+}
+
+/// What happens to one pool of the new file.
+enum Plan {
+    Same(Arc<PoolShared>),
+    Update(Arc<PoolShared>),
+    /// New listeners, one per worker.
+    Relisten(Arc<PoolShared>, Vec<StdListener>),
+    Add(Arc<PoolShared>, Vec<StdListener>),
 }
 
 impl Reloader {
@@ -40,12 +57,14 @@ impl Reloader {
         pools: Vec<Arc<PoolShared>>,
         workers: Vec<UnboundedSender<Reload>>,
         registry: Arc<Registry>,
+        drain: Duration,
     ) -> Reloader {
         Reloader {
             path,
             pools,
             workers,
             registry,
+            drain,
         }
     }
 
@@ -73,95 +92,168 @@ impl Reloader {
         let utf8 = std::str::from_utf8(&text)
             .map_err(|e| format!("the file is not valid UTF-8 (byte {})", e.valid_up_to()))?;
         let conf = Conf::parse(&self.path, utf8).map_err(|e| e.to_string())?;
-        let changed = plan(&self.pools, &conf)?;
+        let threads = self.workers.len();
+        // Everything that can fail first (new listeners are bound): a
+        // failure changes nothing.
+        let mut plans = Vec::with_capacity(conf.pools.len());
+        let mut said = Vec::new();
+        for next in conf.pools {
+            let prev = self.pools.iter().find(|p| p.conf.name == next.name);
+            let plan = match prev {
+                None => {
+                    said.push(format!(
+                        "pool '{}' added on {}",
+                        next.name, next.listen_spec
+                    ));
+                    let l = bind(&next, threads)?;
+                    Plan::Add(Arc::new(PoolShared::new(next)), l)
+                }
+                Some(prev) if listener_changed(&prev.conf, &next) => {
+                    said.push(format!(
+                        "pool '{}' moved from {} to {}",
+                        next.name, prev.conf.listen_spec, next.listen_spec
+                    ));
+                    let l = bind(&next, threads)?;
+                    Plan::Relisten(Arc::new(PoolShared::succeed(next, prev)), l)
+                }
+                Some(prev) if !same(&prev.conf, &next) => {
+                    said.push(format!(
+                        "pool '{}' ({} → {} servers) changed",
+                        next.name,
+                        prev.conf.servers.len(),
+                        next.servers.len()
+                    ));
+                    Plan::Update(Arc::new(PoolShared::succeed(next, prev)))
+                }
+                Some(prev) => Plan::Same(prev.clone()),
+            };
+            plans.push(plan);
+        }
+        let removed: Vec<String> = self
+            .pools
+            .iter()
+            .filter(|p| {
+                !plans.iter().any(|pl| match pl {
+                    Plan::Same(s) | Plan::Update(s) | Plan::Relisten(s, _) | Plan::Add(s, _) => {
+                        s.conf.name == p.conf.name
+                    }
+                })
+            })
+            .map(|p| p.conf.name.clone())
+            .collect();
+        for r in &removed {
+            said.push(format!("pool '{r}' removed"));
+        }
         self.registry.reloads.loaded(&text);
-        if changed.is_empty() {
+        if said.is_empty() {
             return Ok("no pool changed".into());
         }
-        let mut names = Vec::new();
-        let mut reload = Vec::new();
-        for (index, next) in changed {
-            let prev = self.pools[index].clone();
-            names.push(format!(
-                "'{}' ({} → {} servers)",
-                next.name,
-                prev.conf.servers.len(),
-                next.servers.len()
-            ));
-            let shared = Arc::new(PoolShared::succeed(next, &prev));
-            // Every worker's metrics for the new server list, by name.
-            for w in self.registry.workers() {
-                let Some(ps) = w.pools.get(index) else {
-                    continue;
-                };
-                let old = ps.servers.load();
-                let list: Vec<Arc<ServerStats>> = shared
-                    .conf
-                    .servers
-                    .iter()
-                    .map(|s| {
-                        prev.conf
-                            .servers
-                            .iter()
-                            .position(|o| o.name == s.name)
-                            .and_then(|i| old.get(i).cloned())
-                            .unwrap_or_default()
-                    })
-                    .collect();
-                ps.servers.store(Arc::new(list));
+        self.publish(plans, removed);
+        Ok(said.join(", "))
+    }
+
+    /// Sends each worker its changes and makes the stats follow.
+    fn publish(&mut self, plans: Vec<Plan>, removed: Vec<String>) {
+        let threads = self.workers.len();
+        let mut per_worker: Vec<Vec<Change>> = (0..threads).map(|_| Vec::new()).collect();
+        let old_metas = self.registry.pools();
+        let old_lists: Vec<Arc<Vec<Arc<PoolStats>>>> = self
+            .registry
+            .workers()
+            .iter()
+            .map(|w| w.pools.load_full())
+            .collect();
+        let mut metas = Vec::with_capacity(plans.len());
+        let mut lists: Vec<Vec<Arc<PoolStats>>> = (0..threads).map(|_| Vec::new()).collect();
+        let mut pools = Vec::with_capacity(plans.len());
+        for plan in plans {
+            let (shared, listeners, is_new) = match plan {
+                Plan::Same(s) => (s, None, false),
+                Plan::Update(s) => (s, None, false),
+                Plan::Relisten(s, l) => (s, Some(l), false),
+                Plan::Add(s, l) => (s, Some(l), true),
+            };
+            let name = shared.conf.name.clone();
+            let old_index = old_metas.iter().position(|m| m.name == name);
+            for w in 0..threads {
+                let stats = match (is_new, old_index) {
+                    (false, Some(i)) => old_lists[w].get(i).cloned(),
+                    _ => None,
+                }
+                .unwrap_or_else(|| Arc::new(PoolStats::new(shared.conf.servers.len())));
+                if let Some(i) = old_index {
+                    follow_servers(&stats, &old_metas[i].servers, &shared);
+                }
+                lists[w].push(stats);
             }
-            self.registry.replace_pool(index, shared.meta());
-            self.pools[index] = shared.clone();
-            reload.push((index, shared));
+            metas.push(shared.meta());
+            pools.push(shared.clone());
+            match listeners {
+                None if self.pools.iter().any(|p| Arc::ptr_eq(p, &shared)) => {}
+                None => {
+                    for c in per_worker.iter_mut() {
+                        c.push(Change::Update(shared.clone()));
+                    }
+                }
+                Some(ls) => {
+                    for (w, (c, l)) in per_worker.iter_mut().zip(ls).enumerate() {
+                        c.push(if is_new {
+                            Change::Add(shared.clone(), l, lists[w][lists[w].len() - 1].clone())
+                        } else {
+                            Change::Relisten(shared.clone(), l)
+                        });
+                    }
+                }
+            }
         }
-        for w in &self.workers {
-            let pools = reload.iter().map(|(i, p)| (*i, p.clone())).collect();
-            if w.send(Reload { pools }).is_err() {
+        for c in per_worker.iter_mut() {
+            for r in &removed {
+                c.push(Change::Remove(r.clone()));
+            }
+        }
+        self.registry.set_pools(metas, lists);
+        self.pools = pools;
+        for (w, changes) in self.workers.iter().zip(per_worker) {
+            let reload = Reload {
+                changes,
+                drain: self.drain,
+            };
+            if w.send(reload).is_err() {
                 tracing::error!("a worker is gone: it keeps the old configuration");
             }
         }
-        Ok(format!("pool {} changed", names.join(", pool ")))
     }
 }
 
-/// The pools of `next` that differ from the running ones, by index; an
-/// error when the change needs a restart.
-fn plan(running: &[Arc<PoolShared>], next: &Conf) -> Result<Vec<(usize, PoolConf)>, String> {
-    let names = |it: &mut dyn Iterator<Item = &str>| {
-        let mut v: Vec<String> = it.map(str::to_string).collect();
-        v.sort();
-        v
-    };
-    let have = names(&mut running.iter().map(|p| p.conf.name.as_str()));
-    let want = names(&mut next.pools.iter().map(|p| p.name.as_str()));
-    if have != want {
-        return Err(format!(
-            "the pools are {want:?}, the running ones {have:?}: adding or removing a pool needs a restart for now"
-        ));
-    }
-    let mut changed = Vec::new();
-    for p in &next.pools {
-        let Some(index) = running.iter().position(|r| r.conf.name == p.name) else {
-            continue;
-        };
-        let old = &running[index].conf;
-        if old.listen != p.listen || old.listen_spec != p.listen_spec {
-            return Err(format!(
-                "pool '{}': listen changes from '{}' to '{}': that needs a restart for now",
-                p.name, old.listen_spec, p.listen_spec
-            ));
-        }
-        if old.reuseport != p.reuseport || old.backlog != p.backlog {
-            return Err(format!(
-                "pool '{}': 'reuseport' and 'backlog' apply to the listener: changing them needs a restart",
-                p.name
-            ));
-        }
-        if !same(old, p) {
-            changed.push((index, p.clone()));
-        }
-    }
-    Ok(changed)
+/// A pool's server metrics for its new server list: a server keeps its
+/// metrics under its name.
+fn follow_servers(stats: &PoolStats, old_names: &[String], shared: &PoolShared) {
+    let old = stats.servers.load();
+    let list: Vec<Arc<ServerStats>> = shared
+        .conf
+        .servers
+        .iter()
+        .map(|s| {
+            old_names
+                .iter()
+                .position(|o| *o == s.name)
+                .and_then(|i| old.get(i).cloned())
+                .unwrap_or_default()
+        })
+        .collect();
+    stats.servers.store(Arc::new(list));
+}
+
+fn bind(c: &PoolConf, threads: usize) -> Result<Vec<StdListener>, String> {
+    crate::proxy::bind_pool(c, threads).map_err(|e| format!("{e:#}"))
+}
+
+/// The listener's own settings changed: it is replaced.
+fn listener_changed(a: &PoolConf, b: &PoolConf) -> bool {
+    a.listen != b.listen
+        || a.listen_spec != b.listen_spec
+        || a.backlog != b.backlog
+        || a.reuseport != b.reuseport
 }
 
 /// Two versions of a pool that behave the same (`listen`, `backlog` and

@@ -124,11 +124,27 @@ impl PoolCell {
     }
 }
 
-/// A reload for the workers: the pools (by index) that changed, in their new
-/// version.
+/// One change of a reload, for one worker.
+#[derive(Debug)]
+pub enum Change {
+    /// A pool's new version (same listener).
+    Update(Arc<PoolShared>),
+    /// A new pool: this worker's listener for it, and its metrics.
+    Add(Arc<PoolShared>, StdListener, Arc<PoolStats>),
+    /// A pool whose listener changed: its new version and this worker's new
+    /// listener. The old listener stops accepting; its clients drain.
+    Relisten(Arc<PoolShared>, StdListener),
+    /// A pool removed: its listener stops accepting; its clients drain.
+    Remove(String),
+}
+
+/// A reload for one worker.
 #[derive(Debug)]
 pub struct Reload {
-    pub pools: Vec<(usize, Arc<PoolShared>)>,
+    pub changes: Vec<Change>,
+    /// How long the clients of a listener that stopped accepting are served
+    /// before they are closed (`--drain-timeout`).
+    pub drain: Duration,
 }
 
 /// A pool as one worker sees it: the shared part, this worker's servers and
@@ -256,6 +272,66 @@ fn local(
     pool
 }
 
+/// A pool in one worker: its versions' cell, and the accept loop of its
+/// listener with the clients it accepted.
+struct WorkerPool {
+    name: String,
+    cell: Rc<PoolCell>,
+    accepting: Accepting,
+}
+
+/// One listener's accept loop: `stop` ends it; `clients` is what its
+/// clients see as shutdown (the process's, or the end of their drain).
+struct Accepting {
+    stop: CancellationToken,
+    clients: Shutdown,
+}
+
+impl Accepting {
+    fn start(
+        listener: StdListener,
+        cell: Rc<PoolCell>,
+        tracker: &TaskTracker,
+        groups: &mut Vec<Shutdown>,
+    ) -> Accepting {
+        let stop = CancellationToken::new();
+        let clients = Shutdown::default();
+        groups.push(clients.clone());
+        match Listener::new(listener) {
+            Ok(l) => {
+                tokio::task::spawn_local(accept_loop(
+                    l,
+                    cell,
+                    stop.clone(),
+                    clients.clone(),
+                    tracker.clone(),
+                ));
+            }
+            Err(e) => tracing::error!(
+                "pool '{}': cannot register listener: {e}",
+                cell.current().shared.conf.name
+            ),
+        }
+        Accepting { stop, clients }
+    }
+
+    /// Stops accepting; the clients are closed after `drain` unless they
+    /// leave first.
+    fn retire(self, name: &str, drain: Duration) {
+        self.stop.cancel();
+        let name = name.to_string();
+        tokio::task::spawn_local(async move {
+            tokio::time::sleep(drain).await;
+            if !self.clients.is_set() {
+                tracing::info!(
+                    "pool '{name}': closing the clients of a retired listener after {drain:?}"
+                );
+                self.clients.trigger();
+            }
+        });
+    }
+}
+
 /// Runs one worker until `shutdown`, then drains its clients; applies the
 /// reloads it is sent meanwhile.
 pub fn run(
@@ -270,42 +346,34 @@ pub fn run(
     let local_set = tokio::task::LocalSet::new();
     local_set.block_on(&rt, async move {
         let tracker = TaskTracker::new();
-        let mut cells = Vec::with_capacity(pools.len());
+        // Every client group, so that shutdown reaches draining ones too.
+        let mut groups: Vec<Shutdown> = Vec::new();
+        let mut live: Vec<WorkerPool> = Vec::with_capacity(pools.len());
+        let initial = stats.pools.load_full();
         for (index, (shared, listener)) in pools.into_iter().enumerate() {
-            let pool_stats = stats
-                .pools
+            let pool_stats = initial
                 .get(index)
                 .cloned()
                 .unwrap_or_else(|| Arc::new(PoolStats::new(shared.conf.servers.len())));
             let name = shared.conf.name.clone();
             let cell = Rc::new(PoolCell::new(Rc::new(local(shared, pool_stats, &stats))));
-            cells.push(cell.clone());
-            let listener = match Listener::new(listener) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!("pool '{name}': cannot register listener: {e}");
-                    continue;
-                }
-            };
-            tokio::task::spawn_local(accept_loop(
-                listener,
+            let accepting = Accepting::start(listener, cell.clone(), &tracker, &mut groups);
+            live.push(WorkerPool {
+                name,
                 cell,
-                shutdown.clone(),
-                tracker.clone(),
-            ));
+                accepting,
+            });
         }
         loop {
             tokio::select! {
                 _ = shutdown.token().cancelled() => break,
                 Some(reload) = reloads.recv() => {
-                    for (index, shared) in reload.pools {
-                        let (Some(cell), Some(pool_stats)) = (cells.get(index), stats.pools.get(index)) else {
-                            continue;
-                        };
-                        cell.replace(Rc::new(local(shared, pool_stats.clone(), &stats)));
-                    }
+                    apply(reload, &mut live, &stats, &tracker, &mut groups);
                 }
             }
+        }
+        for g in &groups {
+            g.trigger();
         }
         tracker.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, tracker.wait())
@@ -320,6 +388,53 @@ pub fn run(
         }
     });
     Ok(())
+}
+
+/// Applies a reload's changes to this worker's pools.
+fn apply(
+    reload: Reload,
+    live: &mut Vec<WorkerPool>,
+    stats: &Arc<WorkerStats>,
+    tracker: &TaskTracker,
+    groups: &mut Vec<Shutdown>,
+) {
+    groups.retain(|g| !g.is_set());
+    for change in reload.changes {
+        match change {
+            Change::Update(shared) => {
+                if let Some(p) = live.iter().find(|p| p.name == shared.conf.name) {
+                    let pool_stats = p.cell.current().stats.clone();
+                    p.cell.replace(Rc::new(local(shared, pool_stats, stats)));
+                }
+            }
+            Change::Relisten(shared, listener) => {
+                if let Some(p) = live.iter_mut().find(|p| p.name == shared.conf.name) {
+                    let pool_stats = p.cell.current().stats.clone();
+                    p.cell.replace(Rc::new(local(shared, pool_stats, stats)));
+                    let next = Accepting::start(listener, p.cell.clone(), tracker, groups);
+                    std::mem::replace(&mut p.accepting, next).retire(&p.name, reload.drain);
+                }
+            }
+            Change::Add(shared, listener, pool_stats) => {
+                let name = shared.conf.name.clone();
+                let cell = Rc::new(PoolCell::new(Rc::new(local(shared, pool_stats, stats))));
+                let accepting = Accepting::start(listener, cell.clone(), tracker, groups);
+                live.push(WorkerPool {
+                    name,
+                    cell,
+                    accepting,
+                });
+            }
+            Change::Remove(name) => {
+                if let Some(i) = live.iter().position(|p| p.name == name) {
+                    // Its clients keep the pool's last version until they
+                    // leave or their drain ends.
+                    let p = live.remove(i);
+                    p.accepting.retire(&p.name, reload.drain);
+                }
+            }
+        }
+    }
 }
 
 enum Listener {
@@ -350,6 +465,7 @@ impl Listener {
 async fn accept_loop(
     listener: Listener,
     cell: Rc<PoolCell>,
+    stop: CancellationToken,
     shutdown: Shutdown,
     tracker: TaskTracker,
 ) {
@@ -362,6 +478,7 @@ async fn accept_loop(
         let stream = tokio::select! {
             r = listener.accept() => r,
             _ = shutdown.token().cancelled() => return,
+            _ = stop.cancelled() => return,
         };
         let pool = cell.current();
         let stream = match stream {

@@ -1,7 +1,9 @@
 //! Configuration reload (SIGUSR1) against real redis-servers, under load:
 //! a changed pool moves to its new servers with no error and no dropped
-//! client; an invalid file, or a change that needs a restart, changes
-//! nothing; the same file changes nothing; many reloads leak nothing.
+//! client; a pool moves to a new port, pools come and go, their old
+//! listeners' clients drain; an invalid file (or one whose listener cannot
+//! be bound) changes nothing; the same file changes nothing; many reloads
+//! leak nothing.
 
 mod support;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -190,7 +192,7 @@ fn started() -> Started {
 }
 
 #[test]
-fn an_invalid_file_or_a_change_that_needs_a_restart_changes_nothing() {
+fn an_invalid_file_or_a_listener_that_cannot_be_bound_changes_nothing() {
     // The servers live as long as the test.
     let Started {
         a: _a,
@@ -200,13 +202,16 @@ fn an_invalid_file_or_a_change_that_needs_a_restart_changes_nothing() {
         mut k,
     } = started();
     let port = p.port;
+    // A port that is taken: binding the new listener fails.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let busy = taken.local_addr().map(|a| a.port()).unwrap_or(0);
     let cases = [
         ("alpha:\n  listen: [oops\n".to_string(), "not reloaded"),
         (yaml(port, &two, "  backlog: many\n"), "backlog"),
-        (yaml(port + 1, &two, ""), "listen changes"),
+        (yaml(busy, &two, ""), "bind to"),
         (
-            yaml(port, &two, "") + &yaml(port + 1, &two, "").replace("alpha:", "beta:"),
-            "adding or removing a pool",
+            yaml(port, &two, "") + &yaml(busy, &two, "").replace("alpha:", "beta:"),
+            "pool 'beta': bind to",
         ),
     ];
     for (i, (text, why)) in cases.iter().enumerate() {
@@ -315,4 +320,76 @@ fn watch_config_reloads_a_changed_file() {
     assert!(!p.stats().contains("\"s2\""));
     let mut k = Conn::new(port);
     assert_eq!(k.cmd(&[b"SET", b"w", b"1"]), b"+OK\r\n");
+}
+
+fn refused(port: u16) -> bool {
+    std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+}
+
+/// Upstream's three `test_reload.py` scenarios (a new port, a pool added
+/// and deleted, the same configuration), with shardproxy's semantics: the
+/// clients of a retired listener are kept until they leave or
+/// `--drain-timeout` ends, instead of being cut at once.
+#[test]
+fn pools_move_to_new_ports_and_come_and_go() {
+    let (a, b) = (redis(), redis());
+    let two = [(a.port, "s0"), (b.port, "s1")];
+    let p = shardproxy(&|port| yaml(port, &two, ""), &["--drain-timeout", "1"]);
+    let old = p.port;
+    let new = support::free_port();
+    let mut before = Conn::new(old);
+    assert_eq!(before.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
+    // A new port: bound, the old one closed; the old port's client is
+    // still served, then closed after the drain timeout.
+    let seen = run_under_load(old, || {
+        rewrite(&p, &yaml(new, &two, ""));
+        reload(&p, "ok");
+    });
+    for s in &seen {
+        assert!(s.errors.is_empty(), "{s:?}");
+    }
+    assert!(
+        p.log()
+            .contains(&format!("moved from 127.0.0.1:{old} to 127.0.0.1:{new}")),
+        "{}",
+        p.log()
+    );
+    let mut after = Conn::new(new);
+    assert_eq!(after.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+    assert!(refused(old), "the old port still accepts");
+    assert_eq!(before.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+    let start = Instant::now();
+    assert!(before.closed(), "the old listener's client was not closed");
+    assert!(start.elapsed() < Duration::from_secs(10));
+    assert_eq!(after.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+    // A pool added, then deleted.
+    let beta_port = support::free_port();
+    let both =
+        yaml(new, &two, "") + &yaml(beta_port, &[(b.port, "only")], "").replace("alpha:", "beta:");
+    rewrite(&p, &both);
+    reload(&p, "ok");
+    assert!(p.log().contains("pool 'beta' added"));
+    let mut beta = Conn::new(beta_port);
+    assert_eq!(beta.cmd(&[b"SET", b"kb", b"1"]), b"+OK\r\n");
+    assert_eq!(Conn::new(b.port).cmd(&[b"GET", b"kb"]), b"$1\r\n1\r\n");
+    assert!(p.stats().contains("\"beta\": {"));
+    let (_, metrics) = p.http_get("/metrics");
+    assert!(metrics.contains("pool=\"beta\""));
+    rewrite(&p, &yaml(new, &two, ""));
+    reload(&p, "ok");
+    assert!(p.log().contains("pool 'beta' removed"));
+    assert!(refused(beta_port));
+    assert_eq!(
+        beta.cmd(&[b"GET", b"kb"]),
+        b"$1\r\n1\r\n",
+        "a removed pool's client is served while it drains"
+    );
+    assert!(beta.closed());
+    assert!(!p.stats().contains("\"beta\""));
+    // The alpha clients never noticed.
+    assert_eq!(after.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+    // The same configuration: nothing happens.
+    reload(&p, "ok");
+    assert!(p.log().contains("no pool changed"));
+    assert_eq!(after.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
 }

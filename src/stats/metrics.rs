@@ -205,8 +205,9 @@ pub struct WorkerStats {
     pub total_connections: Metric,
     /// Of those, currently open.
     pub curr_connections: Metric,
-    /// Per pool, in pool index order.
-    pub pools: Vec<Arc<PoolStats>>,
+    /// Per pool, in pool index order (a reload that adds or removes pools
+    /// replaces the list; a pool keeps its metrics under its name).
+    pub pools: arc_swap::ArcSwap<Vec<Arc<PoolStats>>>,
 }
 
 impl WorkerStats {
@@ -215,10 +216,12 @@ impl WorkerStats {
         WorkerStats {
             total_connections: Metric::default(),
             curr_connections: Metric::default(),
-            pools: servers_per_pool
-                .into_iter()
-                .map(|n| Arc::new(PoolStats::new(n)))
-                .collect(),
+            pools: arc_swap::ArcSwap::from_pointee(
+                servers_per_pool
+                    .into_iter()
+                    .map(|n| Arc::new(PoolStats::new(n)))
+                    .collect(),
+            ),
         }
     }
 

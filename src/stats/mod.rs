@@ -15,7 +15,9 @@ pub mod prom;
 pub mod serve;
 
 use crate::health::PoolHealth;
-use metrics::{HistogramSum, PoolField, ServerField, WorkerStats, POOL_FIELDS, SERVER_FIELDS};
+use metrics::{
+    HistogramSum, PoolField, PoolStats, ServerField, WorkerStats, POOL_FIELDS, SERVER_FIELDS,
+};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -67,7 +69,7 @@ pub fn describe() -> String {
 }
 
 /// What the stats side knows about a pool besides its counters.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PoolMeta {
     pub name: String,
     /// Server names in server index order.
@@ -155,6 +157,28 @@ impl Registry {
         &self.workers
     }
 
+    /// A reload added or removed pools: the pools in their new order, and
+    /// each worker's metrics for them (in the same order), replaced
+    /// together.
+    pub fn set_pools(&self, pools: Vec<PoolMeta>, per_worker: Vec<Vec<Arc<PoolStats>>>) {
+        let mut guard = match self.pools.write() {
+            Ok(g) => g,
+            Err(g) => g.into_inner(),
+        };
+        for (w, list) in self.workers.iter().zip(per_worker) {
+            w.pools.store(Arc::new(list));
+        }
+        *guard = pools;
+    }
+
+    /// What the stats side knows of the pools now, in order.
+    pub fn pools(&self) -> Vec<PoolMeta> {
+        match self.pools.read() {
+            Ok(p) => p.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
     /// A reload changed pool `index`: what the stats side knows of it now.
     pub fn replace_pool(&self, index: usize, meta: PoolMeta) {
         if let Ok(mut pools) = self.pools.write() {
@@ -236,7 +260,7 @@ impl Registry {
         for w in &self.workers {
             snap.total_connections += w.total_connections.get();
             snap.curr_connections += w.curr_connections.get();
-            for (ps, pw) in snap.pools.iter_mut().zip(&w.pools) {
+            for (ps, pw) in snap.pools.iter_mut().zip(w.pools.load().iter()) {
                 for (a, m) in ps.m.iter_mut().zip(&pw.m) {
                     *a += m.get();
                 }
@@ -347,15 +371,15 @@ mod tests {
         w0.opened();
         w1.opened();
         w1.closed();
-        w0.pools[0].get(PoolField::ForwardError).add(2);
-        w1.pools[0].get(PoolField::ForwardError).add(3);
-        w1.pools[0].servers.load()[1]
+        w0.pools.load()[0].get(PoolField::ForwardError).add(2);
+        w1.pools.load()[0].get(PoolField::ForwardError).add(3);
+        w1.pools.load()[0].servers.load()[1]
             .get(ServerField::Requests)
             .add(7);
-        w0.pools[0].servers.load()[1]
+        w0.pools.load()[0].servers.load()[1]
             .get(ServerField::InQueue)
             .incr();
-        w1.pools[0].servers.load()[1]
+        w1.pools.load()[0].servers.load()[1]
             .get(ServerField::InQueue)
             .decr();
         let s = r.snapshot();
