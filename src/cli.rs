@@ -66,6 +66,8 @@ struct Raw {
     watch_config: bool,
     #[arg(long = "drain-timeout", allow_hyphen_values = true)]
     drain_timeout: Option<String>,
+    #[arg(long = "upgrade-socket")]
+    upgrade_socket: Option<String>,
     /// nutcracker ignores positional arguments; so do we.
     #[arg(hide = true)]
     rest: Vec<String>,
@@ -98,6 +100,9 @@ pub struct Options {
     /// After a reload retires a listener (its pool removed, its `listen`
     /// changed): how long its clients are still served.
     pub drain_timeout: std::time::Duration,
+    /// Binary upgrade: hand the listeners to a new process / take them
+    /// from the running one over this unix socket.
+    pub upgrade_socket: Option<String>,
 }
 
 /// Default of `--drain-timeout`, in seconds.
@@ -224,6 +229,7 @@ impl Options {
             client_buffer,
             watch_config: raw.watch_config,
             drain_timeout,
+            upgrade_socket: raw.upgrade_socket,
         })
     }
 }
@@ -281,6 +287,7 @@ pub fn usage() -> String {
                   [-i stats interval] [-p pid file] [-m mbuf size]
                   [--threads N] [--metrics-port N] [--metrics-addr S]
                   [--client-buffer N] [--watch-config] [--drain-timeout S]
+                  [--upgrade-socket PATH]
 
 Options:
   -h, --help             : this help
@@ -302,6 +309,7 @@ Options:
       --client-buffer=N  : unwritten reply bytes per client before it stops being read (default: 16 MiB)
       --watch-config     : reload the configuration file when it changes (as SIGUSR1 does)
       --drain-timeout=S  : after a reload retires a listener, serve its clients this long (default: {DEFAULT_DRAIN_TIMEOUT_S} s)
+      --upgrade-socket=P : binary upgrade: a new process started with the same P takes the listeners over (default: off)
 
 "
     )

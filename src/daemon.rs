@@ -61,6 +61,12 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        // After a binary upgrade the file names the new process: leave it.
+        let ours = std::fs::read_to_string(&self.path)
+            .map(|s| s.trim() == std::process::id().to_string())
+            .unwrap_or(false);
+        if ours {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }

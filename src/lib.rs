@@ -123,6 +123,7 @@
 //! | [`proxy`] | start-up, signals, shutdown | yes |
 //! | [`reload`] | SIGUSR1: validate, diff pools by name, publish new versions | yes (reads the file) |
 //! | [`watch`] | `--watch-config`: inotify on the file's directory, debounced | yes |
+//! | [`upgrade`] | `--upgrade-socket`: listening sockets handed to a new process (`SCM_RIGHTS`) | yes |
 //! | [`stats`] | `nc_stats.c`: per-worker counters, the stats port's JSON, Prometheus | yes (its two listeners) |
 //! | [`cli`], [`log`], [`daemon`], [`crash`] | `nc.c`, `nc_log.c`, `nc_signal.c` | |
 
@@ -143,5 +144,6 @@ pub mod reload;
 pub mod route;
 pub mod server;
 pub mod stats;
+pub mod upgrade;
 pub mod watch;
 pub mod worker;

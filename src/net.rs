@@ -15,6 +15,14 @@ pub enum StdListener {
 }
 
 impl StdListener {
+    /// A duplicate of the socket's descriptor (for a hand-over).
+    pub fn dup_fd(&self) -> io::Result<std::os::fd::OwnedFd> {
+        Ok(match self.try_clone()? {
+            StdListener::Tcp(t) => std::os::fd::OwnedFd::from(t),
+            StdListener::Unix(u) => std::os::fd::OwnedFd::from(u),
+        })
+    }
+
     pub fn try_clone(&self) -> io::Result<StdListener> {
         Ok(match self {
             StdListener::Tcp(l) => StdListener::Tcp(l.try_clone()?),

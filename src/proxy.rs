@@ -44,15 +44,36 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let mut per_worker: Vec<Vec<(Arc<PoolShared>, StdListener)>> =
+    // A binary upgrade: the running process's listening sockets, if one
+    // answers on the upgrade socket.
+    let mut taken = match &opts.upgrade_socket {
+        Some(path) => crate::upgrade::take_over(path)
+            .with_context(|| format!("upgrade: taking the listeners over from '{path}'"))?,
+        None => None,
+    };
+    let handover = Arc::new(crate::upgrade::Handover::default());
+    let mut per_worker: Vec<Vec<(Arc<PoolShared>, Vec<StdListener>)>> =
         (0..threads).map(|_| Vec::new()).collect();
     for pool in &pools {
         let c = &pool.conf;
-        for (w, l) in per_worker.iter_mut().zip(bind_pool(c, threads)?) {
-            w.push((pool.clone(), l));
+        let inherited = taken.as_mut().and_then(|t| t.take(&c.name, &c.listen_spec));
+        let (sockets, how) = match inherited {
+            Some(fds) => (listeners_from(c, fds)?, "taken over"),
+            None => (bind_pool(c, threads)?, "bound"),
+        };
+        handover.set(
+            &c.name,
+            &c.listen_spec,
+            sockets
+                .iter()
+                .map(StdListener::dup_fd)
+                .collect::<std::io::Result<Vec<_>>>()?,
+        );
+        for (w, mine) in per_worker.iter_mut().zip(spread(sockets, threads)?) {
+            w.push((pool.clone(), mine));
         }
         tracing::info!(
-            "pool '{}' listening on {} ({} server(s), {})",
+            "pool '{}' listening on {} ({} server(s), {}; {how})",
             c.name,
             c.listen_spec,
             c.servers.len(),
@@ -76,12 +97,32 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
     if let Ok(text) = std::fs::read(&opts.conf_file) {
         registry.reloads.loaded(&text);
     }
+    // The workers accept: the process that handed its listeners over may go.
+    if let Some(t) = taken {
+        for p in &t.pools {
+            tracing::warn!(
+                "upgrade: pool '{}' on {} of the old process is not in this configuration: its socket closes",
+                p.name,
+                p.listen
+            );
+        }
+        t.ready().context("upgrade: telling the old process")?;
+        tracing::info!("upgrade: took the listeners over; the old process drains and exits");
+    }
+    let (upgraded_tx, upgraded) = tokio::sync::mpsc::unbounded_channel();
+    if let Some(path) = &opts.upgrade_socket {
+        crate::upgrade::serve(path, handover.clone(), move || {
+            let _ = upgraded_tx.send(());
+        })
+        .with_context(|| format!("upgrade: listening on '{path}'"))?;
+    }
     let mut reloader = Reloader::new(
         opts.conf_file.clone(),
         pools,
         senders,
         registry.clone(),
         opts.drain_timeout,
+        handover,
     );
     tracing::info!(
         "stats on {}:{}{}",
@@ -116,7 +157,13 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
     } else {
         None
     };
-    rt.block_on(signals(&logger, shutdown.token(), &mut reloader, changes))?;
+    rt.block_on(signals(
+        &logger,
+        shutdown.token(),
+        &mut reloader,
+        changes,
+        upgraded,
+    ))?;
     shutdown.trigger();
     for h in handles {
         match h.join() {
@@ -126,6 +173,46 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Listeners from sockets handed over by the old process (of the kind the
+/// pool's `listen` says).
+#[allow(unsafe_code)]
+fn listeners_from(
+    c: &crate::conf::PoolConf,
+    fds: Vec<std::os::fd::OwnedFd>,
+) -> anyhow::Result<Vec<StdListener>> {
+    fds.into_iter()
+        .map(|fd| {
+            let l = match c.listen {
+                Listen::Tcp { .. } => StdListener::Tcp(std::net::TcpListener::from(fd)),
+                _ => StdListener::Unix(std::os::unix::net::UnixListener::from(fd)),
+            };
+            match &l {
+                StdListener::Tcp(t) => t.set_nonblocking(true)?,
+                StdListener::Unix(u) => u.set_nonblocking(true)?,
+            }
+            Ok(l)
+        })
+        .collect()
+}
+
+/// A pool's sockets shared out among `threads` workers: every socket is
+/// accepted on by some worker (one left out would hold connections nobody
+/// accepts); with fewer sockets than workers, they are shared.
+fn spread(sockets: Vec<StdListener>, threads: usize) -> anyhow::Result<Vec<Vec<StdListener>>> {
+    let n = sockets.len();
+    let mut out: Vec<Vec<StdListener>> = (0..threads).map(|_| Vec::new()).collect();
+    if n == 0 {
+        return Ok(out);
+    }
+    for i in threads.min(n)..threads {
+        out[i].push(sockets[i % n].try_clone()?);
+    }
+    for (i, s) in sockets.into_iter().enumerate() {
+        out[i % threads].push(s);
+    }
+    Ok(out)
 }
 
 /// A pool's listeners, one per worker: a `SO_REUSEPORT` socket each for TCP
@@ -154,6 +241,7 @@ async fn signals(
     shutdown: &CancellationToken,
     reloader: &mut Reloader,
     mut changes: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
+    mut upgraded: tokio::sync::mpsc::UnboundedReceiver<()>,
 ) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
@@ -183,6 +271,12 @@ async fn signals(
                 reloader.reload();
             }
             _ = usr2.recv() => tracing::info!("signal 12 (SIGUSR2) received"),
+            Some(()) = upgraded.recv() => {
+                // A new process accepts on our sockets: stop accepting,
+                // serve the clients until they leave or the drain ends.
+                reloader.retire_all().await;
+                break;
+            }
             Some(()) = async {
                 match changes.as_mut() {
                     Some(c) => c.recv().await,

@@ -40,6 +40,8 @@ pub struct Reloader {
     workers: Vec<UnboundedSender<Reload>>,
     registry: Arc<Registry>,
     drain: Duration,
+    /// The listening sockets a binary upgrade would hand over.
+    handover: Arc<crate::upgrade::Handover>,
 }
 
 /// What happens to one pool of the new file.
@@ -58,6 +60,7 @@ impl Reloader {
         workers: Vec<UnboundedSender<Reload>>,
         registry: Arc<Registry>,
         drain: Duration,
+        handover: Arc<crate::upgrade::Handover>,
     ) -> Reloader {
         Reloader {
             path,
@@ -65,6 +68,38 @@ impl Reloader {
             workers,
             registry,
             drain,
+            handover,
+        }
+    }
+
+    /// After a binary upgrade handed the listeners over: every worker stops
+    /// accepting; returns once the clients are gone or `--drain-timeout`
+    /// has passed.
+    pub async fn retire_all(&mut self) {
+        for w in &self.workers {
+            let changes = self
+                .pools
+                .iter()
+                .map(|p| Change::Remove(p.conf.name.clone()))
+                .collect();
+            let _ = w.send(Reload {
+                changes,
+                drain: self.drain,
+            });
+        }
+        let end = tokio::time::Instant::now() + self.drain;
+        while tokio::time::Instant::now() < end {
+            let clients: i64 = self
+                .registry
+                .snapshot()
+                .pools
+                .iter()
+                .map(|p| p.m[crate::stats::metrics::PoolField::ClientConnections as usize])
+                .sum();
+            if clients == 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -196,6 +231,10 @@ impl Reloader {
                     }
                 }
                 Some(ls) => {
+                    match ls.iter().map(StdListener::dup_fd).collect::<std::io::Result<Vec<_>>>() {
+                        Ok(d) => self.handover.set(&name, &shared.conf.listen_spec, d),
+                        Err(e) => tracing::warn!("pool '{name}': its new listener cannot be handed over in an upgrade: {e}"),
+                    }
                     for (w, (c, l)) in per_worker.iter_mut().zip(ls).enumerate() {
                         c.push(if is_new {
                             Change::Add(shared.clone(), l, lists[w][lists[w].len() - 1].clone())
@@ -205,6 +244,9 @@ impl Reloader {
                     }
                 }
             }
+        }
+        for r in &removed {
+            self.handover.remove(r);
         }
         for c in per_worker.iter_mut() {
             for r in &removed {

@@ -289,7 +289,7 @@ struct Accepting {
 
 impl Accepting {
     fn start(
-        listener: StdListener,
+        listeners: Vec<StdListener>,
         cell: Rc<PoolCell>,
         tracker: &TaskTracker,
         groups: &mut Vec<Shutdown>,
@@ -297,20 +297,22 @@ impl Accepting {
         let stop = CancellationToken::new();
         let clients = Shutdown::default();
         groups.push(clients.clone());
-        match Listener::new(listener) {
-            Ok(l) => {
-                tokio::task::spawn_local(accept_loop(
-                    l,
-                    cell,
-                    stop.clone(),
-                    clients.clone(),
-                    tracker.clone(),
-                ));
+        for listener in listeners {
+            match Listener::new(listener) {
+                Ok(l) => {
+                    tokio::task::spawn_local(accept_loop(
+                        l,
+                        cell.clone(),
+                        stop.clone(),
+                        clients.clone(),
+                        tracker.clone(),
+                    ));
+                }
+                Err(e) => tracing::error!(
+                    "pool '{}': cannot register listener: {e}",
+                    cell.current().shared.conf.name
+                ),
             }
-            Err(e) => tracing::error!(
-                "pool '{}': cannot register listener: {e}",
-                cell.current().shared.conf.name
-            ),
         }
         Accepting { stop, clients }
     }
@@ -335,7 +337,7 @@ impl Accepting {
 /// Runs one worker until `shutdown`, then drains its clients; applies the
 /// reloads it is sent meanwhile.
 pub fn run(
-    pools: Vec<(Arc<PoolShared>, StdListener)>,
+    pools: Vec<(Arc<PoolShared>, Vec<StdListener>)>,
     stats: Arc<WorkerStats>,
     shutdown: Shutdown,
     mut reloads: tokio::sync::mpsc::UnboundedReceiver<Reload>,
@@ -350,14 +352,14 @@ pub fn run(
         let mut groups: Vec<Shutdown> = Vec::new();
         let mut live: Vec<WorkerPool> = Vec::with_capacity(pools.len());
         let initial = stats.pools.load_full();
-        for (index, (shared, listener)) in pools.into_iter().enumerate() {
+        for (index, (shared, listeners)) in pools.into_iter().enumerate() {
             let pool_stats = initial
                 .get(index)
                 .cloned()
                 .unwrap_or_else(|| Arc::new(PoolStats::new(shared.conf.servers.len())));
             let name = shared.conf.name.clone();
             let cell = Rc::new(PoolCell::new(Rc::new(local(shared, pool_stats, &stats))));
-            let accepting = Accepting::start(listener, cell.clone(), &tracker, &mut groups);
+            let accepting = Accepting::start(listeners, cell.clone(), &tracker, &mut groups);
             live.push(WorkerPool {
                 name,
                 cell,
@@ -411,14 +413,14 @@ fn apply(
                 if let Some(p) = live.iter_mut().find(|p| p.name == shared.conf.name) {
                     let pool_stats = p.cell.current().stats.clone();
                     p.cell.replace(Rc::new(local(shared, pool_stats, stats)));
-                    let next = Accepting::start(listener, p.cell.clone(), tracker, groups);
+                    let next = Accepting::start(vec![listener], p.cell.clone(), tracker, groups);
                     std::mem::replace(&mut p.accepting, next).retire(&p.name, reload.drain);
                 }
             }
             Change::Add(shared, listener, pool_stats) => {
                 let name = shared.conf.name.clone();
                 let cell = Rc::new(PoolCell::new(Rc::new(local(shared, pool_stats, stats))));
-                let accepting = Accepting::start(listener, cell.clone(), tracker, groups);
+                let accepting = Accepting::start(vec![listener], cell.clone(), tracker, groups);
                 live.push(WorkerPool {
                     name,
                     cell,
