@@ -77,7 +77,11 @@ fn run(opts: Options, conf: Conf) -> anyhow::Result<()> {
     }
     // A crash says so in the log before it dumps core, as nutcracker does.
     shardproxy::crash::install();
+    // With --upgrade-socket, the pid file is written once this process
+    // serves (after a take-over): a new process that fails to start must
+    // not replace the running one's.
     let _pid = match &opts.pid_file {
+        Some(_) if opts.upgrade_socket.is_some() => None,
         Some(p) => Some(
             PidFile::create(p)
                 .map_err(|e| anyhow::anyhow!("writing pid file '{p}' failed: {e}"))?,

@@ -97,6 +97,15 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
     if let Ok(text) = std::fs::read(&opts.conf_file) {
         registry.reloads.loaded(&text);
     }
+    // With --upgrade-socket the pid file is written now that this process
+    // serves (see main.rs); it names this process from here on.
+    let _pid = match (&opts.pid_file, &opts.upgrade_socket) {
+        (Some(p), Some(_)) => Some(
+            crate::daemon::PidFile::create(p)
+                .with_context(|| format!("writing pid file '{p}' failed"))?,
+        ),
+        _ => None,
+    };
     // The workers accept: the process that handed its listeners over may go.
     if let Some(t) = taken {
         for p in &t.pools {

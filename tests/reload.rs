@@ -366,8 +366,14 @@ fn pools_move_to_new_ports_and_come_and_go() {
     let beta_port = support::free_port();
     let both =
         yaml(new, &two, "") + &yaml(beta_port, &[(b.port, "only")], "").replace("alpha:", "beta:");
-    rewrite(&p, &both);
-    reload(&p, "ok");
+    // alpha, unchanged, under load while beta comes and goes.
+    let seen = run_under_load(new, || {
+        rewrite(&p, &both);
+        reload(&p, "ok");
+    });
+    for s in &seen {
+        assert!(s.requests > 0 && s.errors.is_empty(), "{s:?}");
+    }
     assert!(p.log().contains("pool 'beta' added"));
     let mut beta = Conn::new(beta_port);
     assert_eq!(beta.cmd(&[b"SET", b"kb", b"1"]), b"+OK\r\n");
@@ -375,8 +381,13 @@ fn pools_move_to_new_ports_and_come_and_go() {
     assert!(p.stats().contains("\"beta\": {"));
     let (_, metrics) = p.http_get("/metrics");
     assert!(metrics.contains("pool=\"beta\""));
-    rewrite(&p, &yaml(new, &two, ""));
-    reload(&p, "ok");
+    let seen = run_under_load(new, || {
+        rewrite(&p, &yaml(new, &two, ""));
+        reload(&p, "ok");
+    });
+    for s in &seen {
+        assert!(s.requests > 0 && s.errors.is_empty(), "{s:?}");
+    }
     assert!(p.log().contains("pool 'beta' removed"));
     assert!(refused(beta_port));
     assert_eq!(

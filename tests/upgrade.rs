@@ -58,6 +58,23 @@ fn a_new_process_takes_over_without_a_refused_connection() {
     eventually("the old process wrote its pid", || {
         std::fs::read_to_string(&pidf).is_ok_and(|s| s.trim() == old_pid.to_string())
     });
+    // A new process that cannot start (its configuration is invalid) leaves
+    // the running one, and its pid file, alone.
+    let bad = ctl.path().join("bad.yml");
+    std::fs::write(&bad, "alpha:\n  listen: [\n").unwrap_or_else(|e| panic!("{e}"));
+    let st = Command::new(env!("CARGO_BIN_EXE_shardproxy"))
+        .args(["-c", &bad.to_string_lossy(), "-s", &free_port().to_string()])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(st.status.code(), Some(1));
+    assert_eq!(
+        std::fs::read_to_string(&pidf)
+            .map(|s| s.trim().to_string())
+            .ok(),
+        Some(old_pid.to_string())
+    );
+    assert!(ping(port).is_ok());
     // A client that stays connected across the upgrade.
     let mut kept = Conn::new(port);
     assert_eq!(kept.cmd(&[b"SET", b"k", b"v"]), b"+OK\r\n");
