@@ -101,6 +101,8 @@ const REDIS_REQUESTS: &[&[u8]] = &[
 
 const REDIS_REPLIES: &[&[u8]] = &[
     b"+OK\r\n",
+    b">3\r\n$7\r\nmessage\r\n$2\r\nch\r\n$1\r\nx\r\n",
+    b"*4\r\n$8\r\npmessage\r\n$2\r\nc*\r\n$2\r\nch\r\n$1\r\nx\r\n",
     b"*2\r\n$2\r\n17\r\n*1\r\n$1\r\nk\r\n",
     b"$77\r\n# Server\r\nredis_version:7.0.1\r\n\r\n# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n\r\n",
     b"*2\r\n:1\r\n:0\r\n",
@@ -313,6 +315,14 @@ fn run_one(
         1 => {
             let b = input(r, REDIS_REPLIES);
             let mut v = check_scan(&b, &mut redis::reply::scan_reply);
+            // A subscribed connection's frames: the same scanner with pushes,
+            // then classified.
+            if v.is_ok() {
+                v = check_scan(&b, &mut redis::reply::scan_frame);
+                if let Ok(Scan::Complete(n)) = redis::reply::scan_frame(&b) {
+                    let _ = redis::pubsub::frame(&b[..n]);
+                }
+            }
             if v.is_ok() {
                 if let Ok(Scan::Complete(n)) = redis::reply::scan_reply(&b) {
                     let mut elems = Vec::new();
