@@ -180,8 +180,12 @@ fn backend(
     let mut preamble = [Vec::new(), Vec::new()];
     if conf.redis {
         for (dialect, p) in preamble.iter_mut().enumerate() {
-            if let Some(pw) = &conf.redis_auth {
-                p.push(command(&[b"AUTH", pw.as_bytes()]));
+            match (&conf.redis_username, &conf.redis_auth) {
+                (Some(user), Some(pw)) => {
+                    p.push(command(&[b"AUTH", user.as_bytes(), pw.as_bytes()]))
+                }
+                (None, Some(pw)) => p.push(command(&[b"AUTH", pw.as_bytes()])),
+                _ => {}
             }
             if dialect == Dialect::Resp3 as usize {
                 p.push(command(&[b"HELLO", b"3"]));

@@ -132,6 +132,9 @@ pub struct Session {
     pub attack: Option<Attack>,
     /// redis: `CLIENT SETNAME`.
     pub client_name: Option<Bytes>,
+    /// redis: the `client_users` user it authenticated as, if that user is
+    /// `readonly` (as of the login); `None` for the others.
+    pub readonly_user: Option<Box<str>>,
     /// redis: the transaction, from `MULTI` or `WATCH` on.
     pub txn: Option<txn::Txn>,
     /// redis: pinned server connections, and a request held until the
@@ -202,6 +205,12 @@ impl Session {
     }
 }
 
+/// A pool whose clients need not authenticate: no `redis_auth`, no
+/// `client_users`.
+pub fn open_pool(conf: &crate::conf::PoolConf) -> bool {
+    conf.redis_auth.is_none() && conf.client_users.is_empty()
+}
+
 /// A printable, bounded rendering of a client-supplied name for error replies.
 pub fn printable(b: &[u8]) -> String {
     b.iter()
@@ -231,7 +240,7 @@ enum Event {
 /// Serves one client connection until it closes.
 pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> End {
     let pool = cell.current();
-    let authenticated = pool.shared.conf.redis_auth.is_none();
+    let authenticated = open_pool(&pool.shared.conf);
     let proto = Protocol::of(pool.shared.conf.redis);
     let mut s = Session {
         pool,
@@ -250,6 +259,7 @@ pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> En
         mc: Default::default(),
         attack: None,
         client_name: None,
+        readonly_user: None,
         txn: None,
         pins: Default::default(),
         block_deadline: None,

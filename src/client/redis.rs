@@ -123,6 +123,16 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
         s.ready(NOAUTH);
         return;
     }
+    if let Some(user) = &s.readonly_user {
+        if cmd.spec.flags & crate::proto::redis::command::flag::WRITE != 0 {
+            let msg = format!(
+                "-NOPERM User {user} has no permissions to run the '{}' command\r\n",
+                cmd.name.replace(' ', "|")
+            );
+            s.txn_error();
+            return s.ready(msg);
+        }
+    }
     // Forwarded: RESP as written, or re-encoded when it came inline.
     let shared = &s.pool.shared;
     shared.health.before_dispatch(&shared.router);
@@ -685,12 +695,22 @@ fn answer(s: &mut Session, local: Local, req: &Bytes, args: &[Range<usize>]) {
             s.owe(Pending::Close, Class::Local);
             s.closing = true;
         }
+        Local::Auth if args.len() > 3 => error(s, "syntax error"),
+        Local::Auth if args.len() == 3 => {
+            // AUTH user password: a client user (or `default`, redis_auth).
+            if login(s, arg(1), arg(2)) {
+                s.ready(OK);
+            } else {
+                s.ready(WRONGPASS);
+            }
+        }
         Local::Auth => {
             let password = arg(args.len() - 1);
             match &s.pool.shared.conf.redis_auth {
                 None => error(s, "Client sent AUTH, but no password is set"),
                 Some(want) if constant_time_eq(want.as_bytes(), password) => {
                     s.authenticated = true;
+                    s.readonly_user = None;
                     s.ready(OK);
                 }
                 Some(_) => {
@@ -728,7 +748,8 @@ fn answer(s: &mut Session, local: Local, req: &Bytes, args: &[Range<usize>]) {
             // Before the dialect changes: pins are kept per dialect.
             s.end_session();
             s.dialect = Dialect::Plain;
-            s.authenticated = s.pool.shared.conf.redis_auth.is_none();
+            s.authenticated = super::open_pool(&s.pool.shared.conf);
+            s.readonly_user = None;
             s.client_name = None;
             s.ready(&b"+RESET\r\n"[..]);
         }
@@ -750,11 +771,11 @@ fn hello(s: &mut Session, req: &Bytes, args: &[Range<usize>]) {
         };
     }
     let mut i = 2;
-    let mut password = None;
+    let mut credentials = None;
     while i < args.len() {
         let opt = arg(i).to_ascii_lowercase();
         if opt == b"auth" && i + 2 < args.len() {
-            password = Some(arg(i + 2));
+            credentials = Some((arg(i + 1), arg(i + 2)));
             i += 3;
         } else if opt == b"setname" && i + 1 < args.len() {
             i += 2;
@@ -765,12 +786,10 @@ fn hello(s: &mut Session, req: &Bytes, args: &[Range<usize>]) {
             );
         }
     }
-    if let (Some(p), Some(want)) = (password, &s.pool.shared.conf.redis_auth) {
-        if !constant_time_eq(want.as_bytes(), p) {
-            return s
-                .ready(&b"-WRONGPASS invalid username-password pair or user is disabled.\r\n"[..]);
+    if let Some((user, password)) = credentials {
+        if !login(s, user, password) {
+            return s.ready(WRONGPASS);
         }
-        s.authenticated = true;
     }
     if dialect != s.dialect && (s.txn.is_some() || !s.pins.is_empty()) {
         return error(
@@ -814,6 +833,37 @@ fn hello(s: &mut Session, req: &Bytes, args: &[Range<usize>]) {
     put_bulk(&mut out, b"modules");
     out.extend_from_slice(b"*0\r\n");
     s.ready(out);
+}
+
+const WRONGPASS: &[u8] = b"-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+
+/// `AUTH user password` (and `HELLO … AUTH`): `default` is `redis_auth`'s
+/// user; the others are the pool's `client_users`. Every password is
+/// compared in constant time, and every user is tried, so the time does
+/// not tell whether the user exists.
+fn login(s: &mut Session, user: &[u8], password: &[u8]) -> bool {
+    let conf = &s.pool.shared.conf;
+    let mut found: Option<Option<Box<str>>> = None;
+    if let Some(want) = &conf.redis_auth {
+        if user == b"default" && constant_time_eq(want.as_bytes(), password) {
+            found = Some(None);
+        }
+    }
+    for u in &conf.client_users {
+        let name_ok = constant_time_eq(u.name.as_bytes(), user);
+        let pass_ok = constant_time_eq(u.password.as_bytes(), password);
+        if name_ok && pass_ok {
+            found = Some(u.readonly.then(|| u.name.as_str().into()));
+        }
+    }
+    match found {
+        Some(readonly) => {
+            s.authenticated = true;
+            s.readonly_user = readonly;
+            true
+        }
+        None => false,
+    }
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {

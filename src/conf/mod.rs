@@ -22,6 +22,40 @@ use std::fmt;
 use std::time::Duration;
 use yaml::{Entry, RawPool, Scalar, Value};
 
+/// A `client_users:` entry: `name password readonly|readwrite`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientUser {
+    pub name: String,
+    pub password: String,
+    /// Only commands without the `write` flag.
+    pub readonly: bool,
+}
+
+impl ClientUser {
+    fn parse(spec: &str) -> Result<ClientUser, String> {
+        let parts: Vec<&str> = spec.split_whitespace().collect();
+        let [name, password, mode] = parts[..] else {
+            return Err(format!(
+                "\"{spec}\": expected \"name password readonly|readwrite\""
+            ));
+        };
+        let readonly = match mode {
+            "readonly" => true,
+            "readwrite" => false,
+            other => {
+                return Err(format!(
+                    "\"{other}\" is not a mode: expected readonly or readwrite"
+                ))
+            }
+        };
+        Ok(ClientUser {
+            name: name.into(),
+            password: password.into(),
+            readonly,
+        })
+    }
+}
+
 /// Default of `session_connections`: pinned server connections per worker
 /// and pool.
 pub const DEFAULT_SESSION_CONNECTIONS: u32 = 1024;
@@ -53,6 +87,12 @@ pub struct PoolConf {
     pub client_connections: u32,
     pub redis: bool,
     pub redis_auth: Option<String>,
+    /// `redis_username` (shardproxy's own key): the ACL user the proxy
+    /// authenticates as on every server (`AUTH user redis_auth`).
+    pub redis_username: Option<String>,
+    /// `client_users` (shardproxy's own key): users clients may `AUTH` as,
+    /// besides `redis_auth`'s default user.
+    pub client_users: Vec<ClientUser>,
     pub redis_db: u32,
     pub preconnect: bool,
     pub auto_eject_hosts: bool,
@@ -223,6 +263,8 @@ struct Draft {
     client_connections: Option<u32>,
     redis: Option<bool>,
     redis_auth: Option<(String, usize)>,
+    redis_username: Option<String>,
+    client_users: Vec<(ClientUser, usize)>,
     redis_db: Option<u32>,
     preconnect: Option<bool>,
     auto_eject_hosts: Option<bool>,
@@ -247,6 +289,8 @@ pub const KEYS: &[&str] = &[
     "client_connections",
     "redis",
     "redis_auth",
+    "redis_username",
+    "client_users",
     "redis_db",
     "preconnect",
     "auto_eject_hosts",
@@ -350,6 +394,15 @@ fn set(d: &mut Draft, key: &Scalar, v: &Scalar) -> Result<(), PoolError> {
         "client_connections" => once(&mut d.client_connections, v, k, number(v, k)?),
         "redis" => once(&mut d.redis, v, k, boolean(v, k)?),
         "redis_auth" => once(&mut d.redis_auth, v, k, (v.text.clone(), v.line)),
+        "redis_username" => once(&mut d.redis_username, v, k, v.text.clone()),
+        "client_users" => {
+            let u = ClientUser::parse(&v.text).map_err(|m| at(v, k, m))?;
+            if d.client_users.iter().any(|(o, _)| o.name == u.name) {
+                return Err(at(v, k, format!("user \"{}\" is listed twice", u.name)));
+            }
+            d.client_users.push((u, v.line));
+            Ok(())
+        }
         "redis_db" => once(&mut d.redis_db, v, k, number(v, k)?),
         "preconnect" => once(&mut d.preconnect, v, k, boolean(v, k)?),
         "auto_eject_hosts" => once(&mut d.auto_eject_hosts, v, k, boolean(v, k)?),
@@ -384,13 +437,17 @@ fn build_pool(p: &RawPool) -> Result<PoolConf, PoolError> {
         match value {
             Value::Scalar(v) => set(&mut d, key, v)?,
             Value::Seq(items) => {
-                sequences += 1;
-                if sequences > 1 {
-                    return Err(at(
-                        key,
-                        &key.text,
-                        "a pool may have only one list (the \"servers:\" list)",
-                    ));
+                // nutcracker allows one list per pool (and feeds a list
+                // under another key to that key); `client_users:` is ours.
+                if key.text != "client_users" {
+                    sequences += 1;
+                    if sequences > 1 {
+                        return Err(at(
+                            key,
+                            &key.text,
+                            "a pool may have only one list (the \"servers:\" list), besides \"client_users:\"",
+                        ));
+                    }
                 }
                 for v in items {
                     set(&mut d, key, v)?;
@@ -428,6 +485,18 @@ fn build_pool(p: &RawPool) -> Result<PoolConf, PoolError> {
         return Err(PoolError {
             line: Some(*line),
             key: Some("redis_auth".into()),
+            msg: "is only valid for a redis pool (add \"redis: true\")".into(),
+        });
+    }
+    if let (Some(_), None) = (&d.redis_username, &d.redis_auth) {
+        return Err(pool_err(
+            "\"redis_username:\" needs \"redis_auth:\" (the user's password)".into(),
+        ));
+    }
+    if let (Some((_, line)), false) = (d.client_users.first(), redis) {
+        return Err(PoolError {
+            line: Some(*line),
+            key: Some("client_users".into()),
             msg: "is only valid for a redis pool (add \"redis: true\")".into(),
         });
     }
@@ -483,6 +552,8 @@ fn build_pool(p: &RawPool) -> Result<PoolConf, PoolError> {
         client_connections: d.client_connections.unwrap_or(0),
         redis,
         redis_auth: d.redis_auth.map(|(a, _)| a),
+        redis_username: d.redis_username,
+        client_users: d.client_users.into_iter().map(|(u, _)| u).collect(),
         redis_db: d.redis_db.unwrap_or(0),
         preconnect: d.preconnect.unwrap_or(false),
         auto_eject_hosts: d.auto_eject_hosts.unwrap_or(false),

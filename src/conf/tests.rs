@@ -187,3 +187,39 @@ fn server_name_strategy_rules() {
     let m = bad("a:\n  listen: 127.0.0.1:1\n  distribution: server_name\n  servers:\n   - 127.0.0.1:6379:1 r1\n   - 127.0.0.1:6380:1\n");
     assert!(m.contains("has no name"), "{m}");
 }
+
+#[test]
+fn acl_users() {
+    let ok = "p:\n  listen: 127.0.0.1:1\n  redis: true\n  redis_username: alice\n  redis_auth: pw\n  client_users:\n    - bob b readonly\n    - carol c readwrite\n  servers:\n    - 127.0.0.1:2:1\n";
+    let c = Conf::parse("t.yml", ok).unwrap_or_else(|e| panic!("{e}"));
+    let p = &c.pools[0];
+    assert_eq!(p.redis_username.as_deref(), Some("alice"));
+    assert_eq!(p.client_users.len(), 2);
+    assert!(p.client_users[0].readonly && !p.client_users[1].readonly);
+    for (bad, why) in [
+        (
+            ok.replace("bob b readonly", "bob b sometimes"),
+            "not a mode",
+        ),
+        (
+            ok.replace("bob b readonly", "bob"),
+            "expected \"name password",
+        ),
+        (ok.replace("carol c", "bob c"), "listed twice"),
+        (
+            ok.replace("  redis_auth: pw\n", ""),
+            "needs \"redis_auth:\"",
+        ),
+        (
+            ok.replace("  redis: true\n", "")
+                .replace("  redis_username: alice\n  redis_auth: pw\n", ""),
+            "only valid for a redis pool",
+        ),
+    ] {
+        let e = match Conf::parse("t.yml", &bad) {
+            Ok(_) => panic!("{why}: accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(why), "{why}: {e}");
+    }
+}
