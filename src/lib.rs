@@ -122,6 +122,7 @@
 //! | [`net`] | listeners, connects, socket options | yes |
 //! | [`proxy`] | start-up, signals, shutdown | yes |
 //! | [`reload`] | SIGUSR1: validate, diff pools by name, publish new versions | yes (reads the file) |
+//! | [`sentinel`] | `sentinels:`: masters' addresses from Sentinel, `+switch-master` on every sentinel, `ROLE`-checked | yes |
 //! | [`watch`] | `--watch-config`: inotify on the file's directory, debounced | yes |
 //! | [`upgrade`] | `--upgrade-socket`: listening sockets handed to a new process (`SCM_RIGHTS`) | yes |
 //! | [`stats`] | `nc_stats.c`: per-worker counters, the stats port's JSON, Prometheus | yes (its two listeners) |
@@ -142,6 +143,7 @@ pub mod proto;
 pub mod proxy;
 pub mod reload;
 pub mod route;
+pub mod sentinel;
 pub mod server;
 pub mod stats;
 pub mod upgrade;

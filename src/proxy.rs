@@ -133,6 +133,30 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
         opts.drain_timeout,
         handover,
     );
+    // Pools whose servers Sentinel places.
+    let (switch_tx, switches) = tokio::sync::mpsc::unbounded_channel();
+    {
+        let _rt = rt.enter();
+        for p in reloader.pools() {
+            let c = &p.conf;
+            if c.sentinels.is_empty() {
+                continue;
+            }
+            crate::sentinel::spawn(
+                crate::sentinel::Follow {
+                    pool: c.name.clone(),
+                    masters: c.servers.iter().map(|s| s.name.clone()).collect(),
+                    sentinels: c.sentinels.clone(),
+                    sentinel_auth: c.sentinel_auth.clone(),
+                    node_auth: c
+                        .redis_auth
+                        .clone()
+                        .map(|pw| (c.redis_username.clone(), pw)),
+                },
+                switch_tx.clone(),
+            );
+        }
+    }
     tracing::info!(
         "stats on {}:{}{}",
         opts.stats_addr,
@@ -172,6 +196,7 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
         &mut reloader,
         changes,
         upgraded,
+        switches,
     ))?;
     shutdown.trigger();
     for h in handles {
@@ -251,6 +276,7 @@ async fn signals(
     reloader: &mut Reloader,
     mut changes: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
     mut upgraded: tokio::sync::mpsc::UnboundedReceiver<()>,
+    mut switches: tokio::sync::mpsc::UnboundedReceiver<crate::sentinel::Switch>,
 ) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
@@ -280,6 +306,7 @@ async fn signals(
                 reloader.reload();
             }
             _ = usr2.recv() => tracing::info!("signal 12 (SIGUSR2) received"),
+            Some(sw) = switches.recv() => reloader.failover(sw),
             Some(()) = upgraded.recv() => {
                 // A new process accepts on our sockets: stop accepting,
                 // serve the clients until they leave or the drain ends.

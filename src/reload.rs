@@ -72,6 +72,51 @@ impl Reloader {
         }
     }
 
+    /// The running pools.
+    pub fn pools(&self) -> Vec<Arc<PoolShared>> {
+        self.pools.clone()
+    }
+
+    /// Sentinel says `sw.server` of `sw.pool` is now at `sw.host:sw.port`:
+    /// if that is news, a new version of the pool with it, and the old
+    /// master's connections closed.
+    pub fn failover(&mut self, sw: crate::sentinel::Switch) {
+        let Some(index) = self.pools.iter().position(|p| p.conf.name == sw.pool) else {
+            return;
+        };
+        let prev = self.pools[index].clone();
+        let addr = crate::conf::ServerAddr::Tcp {
+            host: sw.host.clone(),
+            port: sw.port,
+        };
+        let Some(at) = prev.conf.servers.iter().position(|s| s.name == sw.server) else {
+            return;
+        };
+        if prev.conf.servers[at].addr == addr {
+            return;
+        }
+        let mut conf = prev.conf.clone();
+        let old = std::mem::replace(&mut conf.servers[at].addr, addr);
+        let shared = Arc::new(PoolShared::succeed(conf, &prev));
+        self.registry.replace_pool(index, shared.meta());
+        self.pools[index] = shared.clone();
+        self.registry.reloads.failovers.fetch_add(1, Relaxed);
+        for w in &self.workers {
+            let _ = w.send(Reload {
+                changes: vec![Change::Failover(shared.clone())],
+                drain: self.drain,
+            });
+        }
+        tracing::warn!(
+            "pool '{}': server '{}' switched from {:?} to {}:{} (sentinel)",
+            sw.pool,
+            sw.server,
+            old,
+            sw.host,
+            sw.port
+        );
+    }
+
     /// After a binary upgrade handed the listeners over: every worker stops
     /// accepting; returns once the clients are gone or `--drain-timeout`
     /// has passed.
@@ -132,8 +177,18 @@ impl Reloader {
         // failure changes nothing.
         let mut plans = Vec::with_capacity(conf.pools.len());
         let mut said = Vec::new();
-        for next in conf.pools {
+        for mut next in conf.pools {
             let prev = self.pools.iter().find(|p| p.conf.name == next.name);
+            if let Some(prev) = prev {
+                if !next.sentinels.is_empty() {
+                    // Sentinel, not the file, says where a master is now.
+                    for s in next.servers.iter_mut() {
+                        if let Some(cur) = prev.conf.servers.iter().find(|c| c.name == s.name) {
+                            s.addr = cur.addr.clone();
+                        }
+                    }
+                }
+            }
             let plan = match prev {
                 None => {
                     said.push(format!(

@@ -187,14 +187,28 @@ impl ServerSlot {
         }
     }
 
+    /// Closes this slot's shared and idle connections now (a failover: what
+    /// is in flight on them fails with an error reply).
+    pub fn close_all(&self) {
+        self.end(true);
+    }
+
     /// The pool version this server belongs to was replaced (a reload): its
     /// connections close once they have delivered what they carry; one
     /// opened later (for a client still on this version) closes likewise.
     pub fn retire(&self) {
+        self.end(false);
+    }
+
+    fn end(&self, now: bool) {
         self.retired.set(true);
         for set in &self.sets {
             for c in set.conns.borrow().iter().flatten() {
-                c.drain();
+                if now {
+                    c.close();
+                } else {
+                    c.drain();
+                }
             }
         }
         for idle in &self.idle {

@@ -136,6 +136,10 @@ pub enum Change {
     Relisten(Arc<PoolShared>, StdListener),
     /// A pool removed: its listener stops accepting; its clients drain.
     Remove(String),
+    /// A pool's new version after a Sentinel failover: the old version's
+    /// connections close at once (what is in flight there fails) instead of
+    /// draining, so a demoted master acknowledges nothing more.
+    Failover(Arc<PoolShared>),
 }
 
 /// A reload for one worker.
@@ -411,6 +415,16 @@ fn apply(
                 if let Some(p) = live.iter().find(|p| p.name == shared.conf.name) {
                     let pool_stats = p.cell.current().stats.clone();
                     p.cell.replace(Rc::new(local(shared, pool_stats, stats)));
+                }
+            }
+            Change::Failover(shared) => {
+                if let Some(p) = live.iter().find(|p| p.name == shared.conf.name) {
+                    let pool_stats = p.cell.current().stats.clone();
+                    let prev = p.cell.current();
+                    p.cell.replace(Rc::new(local(shared, pool_stats, stats)));
+                    for s in &prev.servers {
+                        s.close_all();
+                    }
                 }
             }
             Change::Relisten(shared, listener) => {

@@ -93,6 +93,11 @@ pub struct PoolConf {
     /// `client_users` (shardproxy's own key): users clients may `AUTH` as,
     /// besides `redis_auth`'s default user.
     pub client_users: Vec<ClientUser>,
+    /// `sentinels:` (documented by upstream, never implemented there): the
+    /// Sentinels that say where each server (a master named like it) is.
+    pub sentinels: Vec<ServerAddr>,
+    /// `sentinel_auth` (shardproxy's own key): the Sentinels' password.
+    pub sentinel_auth: Option<String>,
     pub redis_db: u32,
     pub preconnect: bool,
     pub auto_eject_hosts: bool,
@@ -265,6 +270,8 @@ struct Draft {
     redis_auth: Option<(String, usize)>,
     redis_username: Option<String>,
     client_users: Vec<(ClientUser, usize)>,
+    sentinels: Vec<(ServerConf, usize)>,
+    sentinel_auth: Option<String>,
     redis_db: Option<u32>,
     preconnect: Option<bool>,
     auto_eject_hosts: Option<bool>,
@@ -291,6 +298,8 @@ pub const KEYS: &[&str] = &[
     "redis_auth",
     "redis_username",
     "client_users",
+    "sentinels",
+    "sentinel_auth",
     "redis_db",
     "preconnect",
     "auto_eject_hosts",
@@ -395,6 +404,21 @@ fn set(d: &mut Draft, key: &Scalar, v: &Scalar) -> Result<(), PoolError> {
         "redis" => once(&mut d.redis, v, k, boolean(v, k)?),
         "redis_auth" => once(&mut d.redis_auth, v, k, (v.text.clone(), v.line)),
         "redis_username" => once(&mut d.redis_username, v, k, v.text.clone()),
+        "sentinel_auth" => once(&mut d.sentinel_auth, v, k, v.text.clone()),
+        "sentinels" => {
+            // `host:port:weight`: the weight is accepted and ignored, as
+            // upstream documents.
+            let s = addr::parse_server(&v.text).map_err(|m| at(v, k, m))?;
+            if !matches!(s.addr, ServerAddr::Tcp { .. }) {
+                return Err(at(
+                    v,
+                    k,
+                    "a sentinel is reached over TCP (host:port:weight)",
+                ));
+            }
+            d.sentinels.push((s, v.line));
+            Ok(())
+        }
         "client_users" => {
             let u = ClientUser::parse(&v.text).map_err(|m| at(v, k, m))?;
             if d.client_users.iter().any(|(o, _)| o.name == u.name) {
@@ -439,13 +463,13 @@ fn build_pool(p: &RawPool) -> Result<PoolConf, PoolError> {
             Value::Seq(items) => {
                 // nutcracker allows one list per pool (and feeds a list
                 // under another key to that key); `client_users:` is ours.
-                if key.text != "client_users" {
+                if key.text != "client_users" && key.text != "sentinels" {
                     sequences += 1;
                     if sequences > 1 {
                         return Err(at(
                             key,
                             &key.text,
-                            "a pool may have only one list (the \"servers:\" list), besides \"client_users:\"",
+                            "a pool may have only one list (the \"servers:\" list), besides \"client_users:\" and \"sentinels:\"",
                         ));
                     }
                 }
@@ -492,6 +516,25 @@ fn build_pool(p: &RawPool) -> Result<PoolConf, PoolError> {
         return Err(pool_err(
             "\"redis_username:\" needs \"redis_auth:\" (the user's password)".into(),
         ));
+    }
+    if let Some((_, line)) = d.sentinels.first() {
+        if !redis {
+            return Err(PoolError {
+                line: Some(*line),
+                key: Some("sentinels".into()),
+                msg: "is only valid for a redis pool (add \"redis: true\")".into(),
+            });
+        }
+        if let Some((s, line)) = d.servers.iter().find(|(s, _)| !s.named) {
+            return Err(PoolError {
+                line: Some(*line),
+                key: Some("servers".into()),
+                msg: format!(
+                    "\"{}\" has no name: with \"sentinels:\", every server is named after its Sentinel master (\"host:port:weight name\")",
+                    s.spec
+                ),
+            });
+        }
     }
     if let (Some((_, line)), false) = (d.client_users.first(), redis) {
         return Err(PoolError {
@@ -554,6 +597,8 @@ fn build_pool(p: &RawPool) -> Result<PoolConf, PoolError> {
         redis_auth: d.redis_auth.map(|(a, _)| a),
         redis_username: d.redis_username,
         client_users: d.client_users.into_iter().map(|(u, _)| u).collect(),
+        sentinels: d.sentinels.into_iter().map(|(s, _)| s.addr).collect(),
+        sentinel_auth: d.sentinel_auth,
         redis_db: d.redis_db.unwrap_or(0),
         preconnect: d.preconnect.unwrap_or(false),
         auto_eject_hosts: d.auto_eject_hosts.unwrap_or(false),

@@ -111,6 +111,7 @@ mod tests {
             curr_connections: 5,
             threads: 1,
             reloads: (0, 0),
+            failovers: 0,
             config: (0, 0),
             pools: vec![
                 PoolSnap {
@@ -152,6 +153,7 @@ mod tests {
             curr_connections: 0,
             threads: 1,
             reloads: (0, 0),
+            failovers: 0,
             config: (0, 0),
             pools: vec![],
         };

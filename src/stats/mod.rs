@@ -99,6 +99,8 @@ pub struct Reloads {
     pub hash: std::sync::atomic::AtomicU64,
     /// Unix time of the last successful load (start-up or reload).
     pub loaded_at: std::sync::atomic::AtomicU64,
+    /// Sentinel failovers followed.
+    pub failovers: std::sync::atomic::AtomicU64,
 }
 
 impl Reloads {
@@ -230,6 +232,7 @@ impl Registry {
                 self.reloads.ok.load(Relaxed),
                 self.reloads.error.load(Relaxed),
             ),
+            failovers: self.reloads.failovers.load(Relaxed),
             config: (
                 self.reloads.hash.load(Relaxed),
                 self.reloads.loaded_at.load(Relaxed),
@@ -301,6 +304,8 @@ pub struct Snapshot {
     pub pools: Vec<PoolSnap>,
     /// Configuration reloads: (succeeded, failed).
     pub reloads: (u64, u64),
+    /// Sentinel failovers followed.
+    pub failovers: u64,
     /// The loaded configuration file's FNV-1a 64 and the Unix time it was
     /// loaded.
     pub config: (u64, u64),

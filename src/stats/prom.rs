@@ -206,6 +206,12 @@ impl Scrape {
                 (vec![("result", "error")], Val::Counter(s.reloads.1 as i64)),
             ],
         )?;
+        family(
+            enc,
+            "shardproxy_sentinel_failovers",
+            "Master switches announced by Sentinel and followed (a server's address changed).",
+            [(vec![], Val::Counter(s.failovers as i64))],
+        )?;
         let hash = format!("{:016x}", s.config.0);
         family(
             enc,
