@@ -49,7 +49,7 @@ fn a_failover_moves_writes_to_the_promoted_replica() {
             .text()
             .contains("state=online")
     });
-    let sentinels: Vec<Proc> = (0..3).map(|_| sentinel(master.port)).collect();
+    let mut sentinels: Vec<Proc> = (0..3).map(|_| sentinel(master.port)).collect();
     within(20, "the sentinels see each other and the replica", || {
         let r = Conn::new(sentinels[0].port).value(&[b"SENTINEL", b"MASTER", b"server1"]);
         let items = r.items();
@@ -100,6 +100,10 @@ fn a_failover_moves_writes_to_the_promoted_replica() {
         })
     };
     std::thread::sleep(Duration::from_millis(500));
+    // One sentinel dies first: the others still elect, and the proxy
+    // hears them.
+    drop(sentinels.remove(0));
+    std::thread::sleep(Duration::from_millis(300));
     let killed = Instant::now();
     drop(master);
     within(60, "the replica is promoted", || role(&replica) == "master");
@@ -152,4 +156,32 @@ fn a_failover_moves_writes_to_the_promoted_replica() {
         "master killed: replica promoted after {promoted:?}, proxy switched after {followed:?}; {failed} writes failed during the switch, {} acknowledged after it, all on the new master",
         after.len()
     );
+}
+
+/// With every sentinel gone, the proxy keeps serving the last known master
+/// and says so in its log.
+#[test]
+fn without_sentinels_the_last_master_is_kept() {
+    let master = redis();
+    let sentinels: Vec<Proc> = (0..2).map(|_| sentinel(master.port)).collect();
+    let list: String = sentinels
+        .iter()
+        .map(|s| format!("   - 127.0.0.1:{}:1\n", s.port))
+        .collect();
+    let mport = master.port;
+    let p = shardproxy(
+        &move |port| {
+            format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 1000\n  servers:\n   - 127.0.0.1:{mport}:1 server1\n  sentinels:\n{list}")
+        },
+        &[],
+    );
+    let mut k = Conn::new(p.port);
+    assert_eq!(k.cmd(&[b"SET", b"a", b"1"]), b"+OK\r\n");
+    drop(sentinels);
+    within(15, "the proxy notices", || {
+        p.log()
+            .contains("no sentinel answers; serving the last known masters")
+    });
+    assert_eq!(k.cmd(&[b"SET", b"b", b"2"]), b"+OK\r\n");
+    assert_eq!(Conn::new(master.port).cmd(&[b"GET", b"b"]), b"$1\r\n2\r\n");
 }
