@@ -69,19 +69,20 @@ fn masked(doc: &str) -> String {
     out
 }
 
-fn two_pools(r1: &Proc, r2: &Proc, mc: &Proc, dead: u16) -> impl Fn(u16) -> String {
+/// The second pool listens on `second`, a free port of its own (not
+/// `port + 1`, which another test's process may hold).
+fn two_pools(r1: &Proc, r2: &Proc, mc: &Proc, dead: u16, second: u16) -> impl Fn(u16) -> String {
     let (a, b, m) = (r1.addr(), r2.addr(), mc.addr());
     move |port| {
         format!(
-            "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: murmur\n  servers:\n   - {a}:1\n   - {b}:1 beta_node\ngamma:\n  listen: 127.0.0.1:{}\n  hash: md5\n  servers:\n   - {m}:1\n   - 127.0.0.1:{dead}:1 dead\n",
-            port + 1
+            "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: murmur\n  servers:\n   - {a}:1\n   - {b}:1 beta_node\ngamma:\n  listen: 127.0.0.1:{second}\n  hash: md5\n  servers:\n   - {m}:1\n   - 127.0.0.1:{dead}:1 dead\n"
         )
     }
 }
 
 /// The same requests, byte for byte, through a proxy at `port` (redis pool)
-/// and `port + 1` (memcache pool). Returns a client left open.
-fn workload(port: u16) -> Conn {
+/// and `second` (memcache pool). Returns a client left open.
+fn workload(port: u16, second: u16) -> Conn {
     let mut c = Conn::new(port);
     let mut batch = Vec::new();
     for i in 0..40 {
@@ -115,7 +116,7 @@ fn workload(port: u16) -> Conn {
     assert_eq!(q.reply(), b"+OK\r\n");
     drop(q);
 
-    let mut m = Conn::new(port + 1);
+    let mut m = Conn::new(second);
     // The first key stored on the live server (the same for both proxies).
     let live = (0..40)
         .find(|i| {
@@ -179,9 +180,10 @@ fn settled(p: &Proc, ready: impl Fn(&Value) -> bool) -> (String, Value) {
 fn json_matches_nutcracker() {
     let (r1, r2, mc) = (redis(), redis(), memcached());
     let dead = support::free_port();
-    let conf = two_pools(&r1, &r2, &mc, dead);
     let mut docs = Vec::new();
     for which in ["nutcracker", "shardproxy"] {
+        let second = support::free_port();
+        let conf = two_pools(&r1, &r2, &mc, dead, second);
         for b in [&r1, &r2] {
             assert_eq!(Conn::new(b.port).cmd(&[b"FLUSHALL"]), b"+OK\r\n");
         }
@@ -193,7 +195,7 @@ fn json_matches_nutcracker() {
             // the aggregation across workers).
             shardproxy(&conf, &["--threads", "1"])
         };
-        let open = workload(p.port);
+        let open = workload(p.port, second);
         let (doc, v) = settled(&p, |v| {
             num(v, &["alpha", "client_connections"]) == 1
                 && num(v, &["gamma", "client_connections"]) == 0
@@ -238,12 +240,11 @@ fn json_matches_nutcracker() {
     assert!(num(nc, &["gamma", "forward_error"]) > 0, "{nc_doc}");
 }
 
-fn pools_with_dead(r1: &Proc, r2: &Proc, dead: u16) -> impl Fn(u16) -> String {
+fn pools_with_dead(r1: &Proc, r2: &Proc, dead: u16, second: u16) -> impl Fn(u16) -> String {
     let (a, b) = (r1.addr(), r2.addr());
     move |port| {
         format!(
-            "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: murmur\n  servers:\n   - {a}:1 one\n   - {b}:1 two\nbeta:\n  listen: 127.0.0.1:{}\n  redis: true\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 600000\n  servers:\n   - 127.0.0.1:{dead}:1 gone\n",
-            port + 1
+            "alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  hash: murmur\n  servers:\n   - {a}:1 one\n   - {b}:1 two\nbeta:\n  listen: 127.0.0.1:{second}\n  redis: true\n  auto_eject_hosts: true\n  server_failure_limit: 1\n  server_retry_timeout: 600000\n  servers:\n   - 127.0.0.1:{dead}:1 gone\n"
         )
     }
 }
@@ -330,7 +331,11 @@ fn sample(m: &BTreeMap<String, f64>, name: &str) -> f64 {
 fn exact_counters_and_prometheus() {
     let (r1, r2) = (redis(), redis());
     let dead = support::free_port();
-    let p = shardproxy(&pools_with_dead(&r1, &r2, dead), &["--threads", "2"]);
+    let second = support::free_port();
+    let p = shardproxy(
+        &pools_with_dead(&r1, &r2, dead, second),
+        &["--threads", "2"],
+    );
     let (n_set, n_get) = (30usize, 20usize);
     let mgets: [std::ops::Range<usize>; 2] = [0..10, 5..25];
 
@@ -360,7 +365,7 @@ fn exact_counters_and_prometheus() {
     // beta: the only server is down. The first request fails and ejects it;
     // the second finds every server ejected.
     let before = unix_micros();
-    let mut b = Conn::new(p.port + 1);
+    let mut b = Conn::new(second);
     assert_eq!(b.cmd(&[b"GET", b"x"]), b"-ERR Connection refused\r\n");
     assert_eq!(b.cmd(&[b"GET", b"x"]), b"-ERR Connection refused\r\n");
     let after = unix_micros();
