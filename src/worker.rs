@@ -70,6 +70,12 @@ impl PoolShared {
         crate::stats::PoolMeta {
             name: self.conf.name.clone(),
             servers: self.conf.servers.iter().map(|s| s.name.clone()).collect(),
+            addresses: self
+                .conf
+                .servers
+                .iter()
+                .map(|s| s.addr.to_string())
+                .collect(),
             health: self.health.clone(),
             listening: self.listening.clone(),
         }

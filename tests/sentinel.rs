@@ -152,6 +152,11 @@ fn a_failover_moves_writes_to_the_promoted_replica() {
         metrics.contains("shardproxy_sentinel_failovers_total 1"),
         "{metrics}"
     );
+    let address = format!(
+        "shardproxy_server_address{{pool=\"alpha\",server=\"server1\",address=\"127.0.0.1:{}\"}} 1",
+        replica.port
+    );
+    assert!(metrics.contains(&address), "{address} not in {metrics}");
     println!(
         "master killed: replica promoted after {promoted:?}, proxy switched after {followed:?}; {failed} writes failed during the switch, {} acknowledged after it, all on the new master",
         after.len()

@@ -96,6 +96,15 @@ pub enum ServerAddr {
     Unix { path: String },
 }
 
+impl std::fmt::Display for ServerAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServerAddr::Tcp { host, port } => write!(f, "{host}:{port}"),
+            ServerAddr::Unix { path } => f.write_str(path),
+        }
+    }
+}
+
 /// One `servers:` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConf {

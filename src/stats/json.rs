@@ -97,6 +97,7 @@ mod tests {
             latency: HistogramSum::default(),
             ejected: false,
             pinned: 0,
+            address: String::new(),
         }
     }
 

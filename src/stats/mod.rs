@@ -74,6 +74,8 @@ pub struct PoolMeta {
     pub name: String,
     /// Server names in server index order.
     pub servers: Vec<String>,
+    /// Where each server is now (Sentinel may have moved it).
+    pub addresses: Vec<String>,
     pub health: Arc<PoolHealth>,
     /// Worker accept loops currently running for the pool.
     pub listening: Arc<AtomicUsize>,
@@ -251,6 +253,7 @@ impl Registry {
                         .enumerate()
                         .map(|(i, name)| ServerSnap {
                             name: name.clone(),
+                            address: p.addresses.get(i).cloned().unwrap_or_default(),
                             m: [0; SERVER_FIELDS],
                             latency: HistogramSum::default(),
                             ejected: p.health.is_ejected(i),
@@ -333,6 +336,8 @@ pub struct ServerSnap {
     pub ejected: bool,
     /// Connections pinned by client sessions.
     pub pinned: i64,
+    /// Where the server is now.
+    pub address: String,
 }
 
 #[cfg(test)]
@@ -360,6 +365,7 @@ mod tests {
             vec![PoolMeta {
                 name: "alpha".into(),
                 servers: vec!["a".into(), "b".into()],
+                addresses: vec!["h:1".into(), "h:2".into()],
                 health,
                 listening: Arc::new(AtomicUsize::new(2)),
             }],

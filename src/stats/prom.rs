@@ -307,6 +307,16 @@ impl Scrape {
         )?;
         family(
             enc,
+            "shardproxy_server_address",
+            "Where each server is now (1); the address changes when Sentinel moves a master.",
+            servers().map(|(p, sv)| {
+                let mut labels = server(p, sv);
+                labels.push(("address", sv.address.as_str()));
+                (labels, Val::Gauge(1))
+            }),
+        )?;
+        family(
+            enc,
             "shardproxy_pinned_connections",
             "Server connections pinned by client sessions (WATCH, blocking commands, subscriptions); also counted in shardproxy_server_connections.",
             servers().map(|(p, sv)| (server(p, sv), Val::Gauge(sv.pinned))),
