@@ -152,6 +152,11 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
                         .redis_auth
                         .clone()
                         .map(|pw| (c.redis_username.clone(), pw)),
+                    up: c
+                        .sentinels
+                        .iter()
+                        .map(|a| registry.reloads.sentinel(&c.name, &a.to_string()))
+                        .collect(),
                 },
                 switch_tx.clone(),
             );

@@ -52,12 +52,15 @@ pub struct Follow {
     pub sentinel_auth: Option<String>,
     /// How to log in to a data node for `ROLE`: (user, password).
     pub node_auth: Option<(Option<String>, String)>,
+    /// Per sentinel (same order): subscribed to it now (Prometheus).
+    pub up: Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Starts following the sentinels of one pool (on the current runtime).
 pub fn spawn(f: Follow, tx: UnboundedSender<Switch>) {
-    for s in f.sentinels.clone() {
-        tokio::spawn(listen(f.clone(), s, tx.clone()));
+    for (i, s) in f.sentinels.clone().into_iter().enumerate() {
+        let up = f.up.get(i).cloned().unwrap_or_default();
+        tokio::spawn(listen(f.clone(), s, up, tx.clone()));
     }
     tokio::spawn(poll(f, tx));
 }
@@ -249,11 +252,18 @@ async fn poll(f: Follow, tx: UnboundedSender<Switch>) {
 }
 
 /// Listens for `+switch-master` on one sentinel, reconnecting.
-async fn listen(f: Follow, sentinel: ServerAddr, tx: UnboundedSender<Switch>) {
+async fn listen(
+    f: Follow,
+    sentinel: ServerAddr,
+    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    tx: UnboundedSender<Switch>,
+) {
+    use std::sync::atomic::Ordering::Relaxed;
     loop {
         if let Ok(mut c) = Conn::open(&sentinel, sentinel_auth(&f)).await {
             if c.send(&[b"SUBSCRIBE", b"+switch-master"]).await.is_ok() {
                 while let Ok(m) = c.next().await {
+                    up.store(true, Relaxed);
                     let v = strings(&m);
                     // ["message", "+switch-master", "name oldip oldport newip newport"]
                     let [kind, _, text] = &v[..] else { continue };
@@ -275,6 +285,7 @@ async fn listen(f: Follow, sentinel: ServerAddr, tx: UnboundedSender<Switch>) {
                 }
             }
         }
+        up.store(false, Relaxed);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

@@ -182,7 +182,16 @@ fn without_sentinels_the_last_master_is_kept() {
     );
     let mut k = Conn::new(p.port);
     assert_eq!(k.cmd(&[b"SET", b"a", b"1"]), b"+OK\r\n");
+    let up = |p: &Proc| {
+        let (_, m) = p.http_get("/metrics");
+        m.lines()
+            .filter(|l| l.starts_with("shardproxy_sentinel_up{"))
+            .map(|l| l.ends_with(" 1"))
+            .collect::<Vec<bool>>()
+    };
+    within(10, "both sentinels are followed", || up(&p) == [true, true]);
     drop(sentinels);
+    within(10, "both sentinels are gone", || up(&p) == [false, false]);
     within(15, "the proxy notices", || {
         p.log()
             .contains("no sentinel answers; serving the last known masters")

@@ -113,6 +113,7 @@ mod tests {
             threads: 1,
             reloads: (0, 0),
             failovers: 0,
+            sentinels: Vec::new(),
             config: (0, 0),
             pools: vec![
                 PoolSnap {
@@ -155,6 +156,7 @@ mod tests {
             threads: 1,
             reloads: (0, 0),
             failovers: 0,
+            sentinels: Vec::new(),
             config: (0, 0),
             pools: vec![],
         };

@@ -103,6 +103,19 @@ pub struct Reloads {
     pub loaded_at: std::sync::atomic::AtomicU64,
     /// Sentinel failovers followed.
     pub failovers: std::sync::atomic::AtomicU64,
+    /// Per sentinel followed: (pool, address, subscribed to it now).
+    pub sentinels: std::sync::Mutex<Vec<(String, String, Arc<std::sync::atomic::AtomicBool>)>>,
+}
+
+impl Reloads {
+    /// A sentinel followed for `pool`: the flag its follower keeps current.
+    pub fn sentinel(&self, pool: &str, addr: &str) -> Arc<std::sync::atomic::AtomicBool> {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        if let Ok(mut v) = self.sentinels.lock() {
+            v.push((pool.into(), addr.into(), flag.clone()));
+        }
+        flag
+    }
 }
 
 impl Reloads {
@@ -235,6 +248,16 @@ impl Registry {
                 self.reloads.error.load(Relaxed),
             ),
             failovers: self.reloads.failovers.load(Relaxed),
+            sentinels: self
+                .reloads
+                .sentinels
+                .lock()
+                .map(|v| {
+                    v.iter()
+                        .map(|(p, a, up)| (p.clone(), a.clone(), up.load(Relaxed)))
+                        .collect()
+                })
+                .unwrap_or_default(),
             config: (
                 self.reloads.hash.load(Relaxed),
                 self.reloads.loaded_at.load(Relaxed),
@@ -309,6 +332,8 @@ pub struct Snapshot {
     pub reloads: (u64, u64),
     /// Sentinel failovers followed.
     pub failovers: u64,
+    /// (pool, sentinel address, subscribed to it now).
+    pub sentinels: Vec<(String, String, bool)>,
     /// The loaded configuration file's FNV-1a 64 and the Unix time it was
     /// loaded.
     pub config: (u64, u64),

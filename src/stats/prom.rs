@@ -212,6 +212,17 @@ impl Scrape {
             "Master switches announced by Sentinel and followed (a server's address changed).",
             [(vec![], Val::Counter(s.failovers as i64))],
         )?;
+        family(
+            enc,
+            "shardproxy_sentinel_up",
+            "1 while the proxy is subscribed to the sentinel (it hears its announcements).",
+            s.sentinels.iter().map(|(p, a, up)| {
+                (
+                    vec![("pool", p.as_str()), ("sentinel", a.as_str())],
+                    Val::Gauge(i64::from(*up)),
+                )
+            }),
+        )?;
         let hash = format!("{:016x}", s.config.0);
         family(
             enc,
