@@ -236,7 +236,11 @@ pub fn memcached_with(extra: &[&str]) -> Proc {
 /// A memcached on port 11211 (nutcracker names such servers by host alone),
 /// on a random loopback address so that it cannot collide with a real one.
 pub fn memcached_11211() -> Proc {
-    let seed = std::process::id() as u64 ^ Instant::now().elapsed().as_nanos() as u64;
+    // The pid and the wall clock: another address each run.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let seed = std::process::id() as u64 ^ now;
     let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
     memcached_on(
         move || {
