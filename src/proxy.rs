@@ -31,19 +31,6 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    // Bind everything before starting workers: a busy port fails start-up.
-    // The stats port first, as nutcracker.
-    let stats_listener = {
-        let _rt = rt.enter();
-        stats::serve::bind(&opts.stats_addr, opts.stats_port, "stats")?
-    };
-    let metrics_listener = match opts.metrics_port {
-        Some(port) => {
-            let _rt = rt.enter();
-            Some(stats::serve::bind(&opts.metrics_addr, port, "metrics")?)
-        }
-        None => None,
-    };
     // A binary upgrade: the running process's listening sockets, if one
     // answers on the upgrade socket.
     let mut taken = match &opts.upgrade_socket {
@@ -52,6 +39,43 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
         None => None,
     };
     let handover = Arc::new(crate::upgrade::Handover::default());
+    // Bind everything before starting workers: a busy port fails start-up.
+    // The stats port first, as nutcracker. After an upgrade, the stats and
+    // metrics ports are taken over like the pools' (the old process holds
+    // them until it exits).
+    let mut side_port =
+        |what: &str, host: &str, port: u16| -> anyhow::Result<tokio::net::TcpListener> {
+            let _rt = rt.enter();
+            let key = format!("{host}:{port}");
+            let name = format!("[{what}]");
+            let l = match taken.as_mut().and_then(|t| t.take(&name, &key)) {
+                Some(mut fds) if fds.len() == 1 => {
+                    let l = std::net::TcpListener::from(fds.remove(0));
+                    l.set_nonblocking(true)?;
+                    tokio::net::TcpListener::from_std(l)?
+                }
+                _ => stats::serve::bind(host, port, what)?,
+            };
+            let dup = socket2::SockRef::from(&l).try_clone()?;
+            handover.set(&name, &key, vec![std::os::fd::OwnedFd::from(dup)]);
+            Ok(l)
+        };
+    // Watched before any listener accepts: a change made once the proxy
+    // answers is never missed.
+    let changes = if opts.watch_config {
+        let _rt = rt.enter();
+        Some(
+            crate::watch::watch(&opts.conf_file)
+                .with_context(|| format!("--watch-config: cannot watch '{}'", opts.conf_file))?,
+        )
+    } else {
+        None
+    };
+    let stats_listener = side_port("stats", &opts.stats_addr, opts.stats_port)?;
+    let metrics_listener = match opts.metrics_port {
+        Some(port) => Some(side_port("metrics", &opts.metrics_addr, port)?),
+        None => None,
+    };
     let mut per_worker: Vec<Vec<(Arc<PoolShared>, Vec<StdListener>)>> =
         (0..threads).map(|_| Vec::new()).collect();
     for pool in &pools {
@@ -186,15 +210,6 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
             shutdown.token().clone(),
         ));
     }
-    let changes = if opts.watch_config {
-        let _rt = rt.enter();
-        Some(
-            crate::watch::watch(&opts.conf_file)
-                .with_context(|| format!("--watch-config: cannot watch '{}'", opts.conf_file))?,
-        )
-    } else {
-        None
-    };
     rt.block_on(signals(
         &logger,
         shutdown.token(),

@@ -98,6 +98,9 @@ fn a_new_process_takes_over_without_a_refused_connection() {
     // The new process: the same configuration, the same upgrade socket.
     let bin = env!("CARGO_BIN_EXE_shardproxy");
     let conf_s = conf.to_string_lossy().into_owned();
+    // The same options, the stats and metrics ports included (the old
+    // process holds them until it exits: they are taken over too).
+    let (sp, mp) = (old.stats_port.to_string(), old.metrics_port.to_string());
     let new = start_on(
         "shardproxy-new",
         || ("127.0.0.1".to_string(), port),
@@ -107,9 +110,11 @@ fn a_new_process_takes_over_without_a_refused_connection() {
                 "-c",
                 &conf_s,
                 "-s",
-                &free_port().to_string(),
+                &sp,
                 "-a",
                 "127.0.0.1",
+                "--metrics-port",
+                &mp,
             ])
             .args(args);
             c
@@ -153,6 +158,10 @@ fn a_new_process_takes_over_without_a_refused_connection() {
     );
     let mut after = Conn::new(port);
     assert_eq!(after.cmd(&[b"GET", b"k"]), b"$1\r\nv\r\n");
+    // The stats and metrics ports answer, now from the new process.
+    let (status, body) = old.http_get("/healthz");
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+    assert!(old.stats().contains("\"alpha\""));
     // And it can hand over in turn: its upgrade socket answers.
     assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());
 }
