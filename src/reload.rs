@@ -257,11 +257,11 @@ impl Reloader {
         let mut lists: Vec<Vec<Arc<PoolStats>>> = (0..threads).map(|_| Vec::new()).collect();
         let mut pools = Vec::with_capacity(plans.len());
         for plan in plans {
-            let (shared, listeners, is_new) = match plan {
-                Plan::Same(s) => (s, None, false),
-                Plan::Update(s) => (s, None, false),
-                Plan::Relisten(s, l) => (s, Some(l), false),
-                Plan::Add(s, l) => (s, Some(l), true),
+            let (shared, listeners, is_new, changed) = match plan {
+                Plan::Same(s) => (s, None, false, false),
+                Plan::Update(s) => (s, None, false, true),
+                Plan::Relisten(s, l) => (s, Some(l), false, true),
+                Plan::Add(s, l) => (s, Some(l), true, true),
             };
             let name = shared.conf.name.clone();
             let old_index = old_metas.iter().position(|m| m.name == name);
@@ -279,7 +279,7 @@ impl Reloader {
             metas.push(shared.meta());
             pools.push(shared.clone());
             match listeners {
-                None if self.pools.iter().any(|p| Arc::ptr_eq(p, &shared)) => {}
+                None if !changed => {}
                 None => {
                     for c in per_worker.iter_mut() {
                         c.push(Change::Update(shared.clone()));

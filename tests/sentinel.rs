@@ -26,6 +26,22 @@ fn sentinel(master: u16) -> Proc {
     })
 }
 
+/// A proxy whose one server is the Sentinel master `server1`, starting at
+/// `master`, with these sentinels.
+fn proxy(master: &Proc, sentinels: &[Proc]) -> Proc {
+    let list: String = sentinels
+        .iter()
+        .map(|s| format!("   - 127.0.0.1:{}:1\n", s.port))
+        .collect();
+    let mport = master.port;
+    shardproxy(
+        &move |port| {
+            format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 1000\n  servers:\n   - 127.0.0.1:{mport}:1 server1\n  sentinels:\n{list}")
+        },
+        &[],
+    )
+}
+
 fn role(p: &Proc) -> String {
     Conn::new(p.port).value(&[b"ROLE"]).items()[0].text()
 }
@@ -62,17 +78,7 @@ fn a_failover_moves_writes_to_the_promoted_replica() {
         };
         get("num-other-sentinels") == "2" && get("num-slaves") == "1"
     });
-    let list: String = sentinels
-        .iter()
-        .map(|s| format!("   - 127.0.0.1:{}:1\n", s.port))
-        .collect();
-    let mport = master.port;
-    let p = shardproxy(
-        &move |port| {
-            format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 1000\n  servers:\n   - 127.0.0.1:{mport}:1 server1\n  sentinels:\n{list}")
-        },
-        &[],
-    );
+    let p = proxy(&master, &sentinels);
     // A writer on one connection, all along: which writes were acknowledged,
     // and how many failed.
     let stop = Arc::new(AtomicBool::new(false));
@@ -169,17 +175,7 @@ fn a_failover_moves_writes_to_the_promoted_replica() {
 fn without_sentinels_the_last_master_is_kept() {
     let master = redis();
     let sentinels: Vec<Proc> = (0..2).map(|_| sentinel(master.port)).collect();
-    let list: String = sentinels
-        .iter()
-        .map(|s| format!("   - 127.0.0.1:{}:1\n", s.port))
-        .collect();
-    let mport = master.port;
-    let p = shardproxy(
-        &move |port| {
-            format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 1000\n  servers:\n   - 127.0.0.1:{mport}:1 server1\n  sentinels:\n{list}")
-        },
-        &[],
-    );
+    let p = proxy(&master, &sentinels);
     let mut k = Conn::new(p.port);
     assert_eq!(k.cmd(&[b"SET", b"a", b"1"]), b"+OK\r\n");
     let up = |p: &Proc| {
