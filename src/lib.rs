@@ -77,6 +77,14 @@
 //! listener bound first (or nothing changes); a retired listener's clients
 //! are served until `--drain-timeout`.
 //!
+//! Sentinel ([`sentinel`]) makes versions too: a failover is a version with
+//! the server's new address whose predecessor's connections (pinned ones
+//! included) close at once, so a demoted master acknowledges nothing more;
+//! a change of a server's healthy replicas is a version with new replica
+//! slots. A read may go to a replica ([`client::replica`]): its reply slot
+//! carries a retry ([`msg::Slot::on_error`]) that sends it elsewhere if the
+//! replica fails, so the server side still knows nothing of pools.
+//!
 //! ## Two protocols, one engine
 //!
 //! Redis and memcache differ only where bytes are interpreted: the request and
@@ -122,7 +130,7 @@
 //! | [`net`] | listeners, connects, socket options | yes |
 //! | [`proxy`] | start-up, signals, shutdown | yes |
 //! | [`reload`] | SIGUSR1: validate, diff pools by name, publish new versions | yes (reads the file) |
-//! | [`sentinel`] | `sentinels:`: masters' addresses from Sentinel, `+switch-master` on every sentinel, `ROLE`-checked | yes |
+//! | [`sentinel`] | `sentinels:`: masters' addresses from Sentinel, `+switch-master` on every sentinel, `ROLE`-checked; the healthy replicas `read_from` reads from | yes |
 //! | [`watch`] | `--watch-config`: inotify on the file's directory, debounced | yes |
 //! | [`upgrade`] | `--upgrade-socket`: listening sockets handed to a new process (`SCM_RIGHTS`) | yes |
 //! | [`stats`] | `nc_stats.c`: per-worker counters, the stats port's JSON, Prometheus | yes (its two listeners) |

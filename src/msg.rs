@@ -191,16 +191,31 @@ impl Sink {
 /// The outcome of a forwarded request: the backend's raw reply, or an error.
 pub type Outcome = Result<Bytes, ErrKind>;
 
+/// What a failed request may do instead of failing: given the error, it
+/// sends the request elsewhere (true: the slot stays open) or gives up.
+pub type Retry = Box<dyn FnOnce(ErrKind) -> bool>;
+
 /// Where one forwarded request's outcome lands. The client that owns it holds
 /// it in its in-order reply queue; the server connection fills it and wakes the
 /// client. If the client is gone, filling it is harmless.
-#[derive(Debug)]
 pub struct Slot {
     outcome: RefCell<Option<Outcome>>,
     waker: Rc<Wake>,
     /// For the parts of a split request: how many parts are still unanswered;
     /// the owner is woken by the last one only (one wake-up per request).
     countdown: Option<Rc<Cell<u32>>>,
+    /// A read sent to a replica: where it goes if that fails (see
+    /// [`Slot::on_error`]).
+    retry: Cell<Option<Retry>>,
+}
+
+impl std::fmt::Debug for Slot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Slot")
+            .field("outcome", &self.outcome)
+            .field("countdown", &self.countdown)
+            .finish()
+    }
 }
 
 impl Slot {
@@ -209,6 +224,7 @@ impl Slot {
             outcome: RefCell::new(None),
             waker,
             countdown: None,
+            retry: Cell::new(None),
         })
     }
 
@@ -219,12 +235,27 @@ impl Slot {
             outcome: RefCell::new(None),
             waker,
             countdown: Some(countdown),
+            retry: Cell::new(None),
         })
+    }
+
+    /// Gives the request one more chance if it fails (an error outcome, not
+    /// an error reply): `retry` runs instead of the fill. Reads from replicas
+    /// use it, so a replica that dies costs no failed read.
+    pub fn on_error(&self, retry: Retry) {
+        self.retry.set(Some(retry));
     }
 
     /// Sets the outcome (first one wins) and wakes the owner (for a part: once
     /// every part has its outcome).
     pub fn fill(&self, outcome: Outcome) {
+        if let Err(e) = outcome {
+            if let Some(retry) = self.retry.take() {
+                if retry(e) {
+                    return;
+                }
+            }
+        }
         let mut o = self.outcome.borrow_mut();
         if o.is_none() {
             *o = Some(outcome);
@@ -305,5 +336,32 @@ mod tests {
         assert_eq!(owner.poll(&mut cx), Poll::Ready(()));
         assert_eq!(parts[0].take(), Some(Ok(Bytes::from_static(b"+a\r\n"))));
         assert_eq!(parts[2].take(), Some(Err(ErrKind::TimedOut)));
+    }
+
+    #[test]
+    fn a_retry_takes_the_first_error_only() {
+        let owner = Rc::new(Wake::default());
+        let slot = Slot::new(owner.clone());
+        let tried = Rc::new(Cell::new(None));
+        let t = tried.clone();
+        slot.on_error(Box::new(move |e| {
+            t.set(Some(e));
+            true
+        }));
+        // The error is retried (not filled); the next outcome is the reply.
+        slot.fill(Err(ErrKind::Reset));
+        assert_eq!(tried.get(), Some(ErrKind::Reset));
+        assert!(!slot.is_done());
+        slot.fill(Err(ErrKind::Refused));
+        assert_eq!(slot.take(), Some(Err(ErrKind::Refused)));
+        // A retry that gives up lets the error through; a reply never retries.
+        let slot = Slot::new(owner.clone());
+        slot.on_error(Box::new(|_| false));
+        slot.fill(Err(ErrKind::TimedOut));
+        assert_eq!(slot.take(), Some(Err(ErrKind::TimedOut)));
+        let slot = Slot::new(owner);
+        slot.on_error(Box::new(|_| panic!("a reply is not retried")));
+        slot.fill(Ok(Bytes::from_static(b"$1\r\nx\r\n")));
+        assert!(slot.is_done());
     }
 }

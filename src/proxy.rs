@@ -149,6 +149,7 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
         })
         .with_context(|| format!("upgrade: listening on '{path}'"))?;
     }
+    let (news_tx, news) = tokio::sync::mpsc::unbounded_channel();
     let mut reloader = Reloader::new(
         opts.conf_file.clone(),
         pools,
@@ -156,35 +157,12 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
         registry.clone(),
         opts.drain_timeout,
         handover,
+        news_tx,
     );
     // Pools whose servers Sentinel places.
-    let (switch_tx, switches) = tokio::sync::mpsc::unbounded_channel();
     {
         let _rt = rt.enter();
-        for p in reloader.pools() {
-            let c = &p.conf;
-            if c.sentinels.is_empty() {
-                continue;
-            }
-            crate::sentinel::spawn(
-                crate::sentinel::Follow {
-                    pool: c.name.clone(),
-                    masters: c.servers.iter().map(|s| s.name.clone()).collect(),
-                    sentinels: c.sentinels.clone(),
-                    sentinel_auth: c.sentinel_auth.clone(),
-                    node_auth: c
-                        .redis_auth
-                        .clone()
-                        .map(|pw| (c.redis_username.clone(), pw)),
-                    up: c
-                        .sentinels
-                        .iter()
-                        .map(|a| registry.reloads.sentinel(&c.name, &a.to_string()))
-                        .collect(),
-                },
-                switch_tx.clone(),
-            );
-        }
+        reloader.follow();
     }
     tracing::info!(
         "stats on {}:{}{}",
@@ -216,7 +194,7 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
         &mut reloader,
         changes,
         upgraded,
-        switches,
+        news,
     ))?;
     shutdown.trigger();
     for h in handles {
@@ -296,7 +274,7 @@ async fn signals(
     reloader: &mut Reloader,
     mut changes: Option<tokio::sync::mpsc::UnboundedReceiver<()>>,
     mut upgraded: tokio::sync::mpsc::UnboundedReceiver<()>,
-    mut switches: tokio::sync::mpsc::UnboundedReceiver<crate::sentinel::Switch>,
+    mut news: tokio::sync::mpsc::UnboundedReceiver<crate::sentinel::News>,
 ) -> anyhow::Result<()> {
     let mut hup = signal(SignalKind::hangup())?;
     let mut ttin = signal(SignalKind::from_raw(libc::SIGTTIN))?;
@@ -326,7 +304,7 @@ async fn signals(
                 reloader.reload();
             }
             _ = usr2.recv() => tracing::info!("signal 12 (SIGUSR2) received"),
-            Some(sw) = switches.recv() => reloader.failover(sw),
+            Some(n) = news.recv() => reloader.news(n),
             Some(()) = upgraded.recv() => {
                 // A new process accepts on our sockets: stop accepting,
                 // serve the clients until they leave or the drain ends.

@@ -23,6 +23,7 @@
 
 use crate::conf::{Conf, PoolConf};
 use crate::net::StdListener;
+use crate::sentinel::News;
 use crate::stats::metrics::{PoolStats, ServerStats};
 use crate::stats::Registry;
 use crate::worker::{Change, PoolShared, Reload};
@@ -30,6 +31,15 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio_util::sync::CancellationToken;
+
+fn list(addrs: &[crate::conf::ServerAddr]) -> String {
+    addrs
+        .iter()
+        .map(|a| a.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 /// What the main thread keeps to apply reloads.
 #[derive(Debug)]
@@ -42,6 +52,33 @@ pub struct Reloader {
     drain: Duration,
     /// The listening sockets a binary upgrade would hand over.
     handover: Arc<crate::upgrade::Handover>,
+    /// Where Sentinel followers send what they learn.
+    news: UnboundedSender<News>,
+    /// Per pool that follows Sentinel: what its follower was started with,
+    /// and how to stop it.
+    followers: Vec<(String, FollowKey, CancellationToken)>,
+}
+
+/// What a pool's Sentinel follower depends on: a reload that changes it
+/// restarts the follower.
+type FollowKey = (
+    Vec<crate::conf::ServerAddr>,
+    Option<String>,
+    Vec<String>,
+    Option<(Option<String>, String)>,
+    Duration,
+);
+
+fn follow_key(c: &PoolConf) -> FollowKey {
+    (
+        c.sentinels.clone(),
+        c.sentinel_auth.clone(),
+        c.servers.iter().map(|s| s.name.clone()).collect(),
+        c.redis_auth
+            .clone()
+            .map(|pw| (c.redis_username.clone(), pw)),
+        c.replica_max_lag,
+    )
 }
 
 /// What happens to one pool of the new file.
@@ -61,6 +98,7 @@ impl Reloader {
         registry: Arc<Registry>,
         drain: Duration,
         handover: Arc<crate::upgrade::Handover>,
+        news: UnboundedSender<News>,
     ) -> Reloader {
         Reloader {
             path,
@@ -69,6 +107,106 @@ impl Reloader {
             registry,
             drain,
             handover,
+            news,
+            followers: Vec::new(),
+        }
+    }
+
+    /// Starts (or restarts, or stops) the Sentinel follower of every pool
+    /// whose `sentinels:` (or what following them depends on) changed. Runs
+    /// on the main thread's runtime.
+    pub fn follow(&mut self) {
+        let wanted: Vec<(String, FollowKey)> = self
+            .pools
+            .iter()
+            .filter(|p| !p.conf.sentinels.is_empty())
+            .map(|p| (p.conf.name.clone(), follow_key(&p.conf)))
+            .collect();
+        let registry = self.registry.clone();
+        self.followers.retain(|(name, key, stop)| {
+            let keep = wanted.iter().any(|(n, k)| n == name && k == key);
+            if !keep {
+                stop.cancel();
+                registry.reloads.forget_sentinels(name);
+            }
+            keep
+        });
+        for (name, key) in wanted {
+            if self.followers.iter().any(|(n, _, _)| *n == name) {
+                continue;
+            }
+            let Some(p) = self.pools.iter().find(|p| p.conf.name == name) else {
+                continue;
+            };
+            let c = &p.conf;
+            let stop = CancellationToken::new();
+            crate::sentinel::spawn(
+                crate::sentinel::Follow {
+                    pool: c.name.clone(),
+                    masters: c.servers.iter().map(|s| s.name.clone()).collect(),
+                    sentinels: c.sentinels.clone(),
+                    sentinel_auth: c.sentinel_auth.clone(),
+                    node_auth: c
+                        .redis_auth
+                        .clone()
+                        .map(|pw| (c.redis_username.clone(), pw)),
+                    up: c
+                        .sentinels
+                        .iter()
+                        .map(|a| self.registry.reloads.sentinel(&c.name, &a.to_string()))
+                        .collect(),
+                    max_lag: c.replica_max_lag,
+                },
+                self.news.clone(),
+                stop.clone(),
+            );
+            self.followers.push((name, key, stop));
+        }
+    }
+
+    /// What a Sentinel follower learned.
+    pub fn news(&mut self, news: News) {
+        match news {
+            News::Master(sw) => self.failover(sw),
+            News::Replicas {
+                pool,
+                server,
+                replicas,
+            } => self.replicas(&pool, &server, replicas),
+        }
+    }
+
+    /// The healthy replicas of `server` are now `replicas`: if that is
+    /// news, a new version of the pool reads from them (the previous one's
+    /// connections drain).
+    fn replicas(&mut self, pool: &str, server: &str, replicas: Vec<crate::conf::ServerAddr>) {
+        let Some(index) = self.pools.iter().position(|p| p.conf.name == pool) else {
+            return;
+        };
+        let prev = self.pools[index].clone();
+        let Some(at) = prev.conf.servers.iter().position(|s| s.name == server) else {
+            return;
+        };
+        if prev.replicas.get(at) == Some(&replicas) {
+            return;
+        }
+        let mut next = PoolShared::succeed(prev.conf.clone(), &prev);
+        let old = std::mem::replace(&mut next.replicas[at], replicas);
+        let shared = Arc::new(next);
+        if shared.reads_replicas() {
+            tracing::info!(
+                "pool '{pool}': server '{server}' reads from replicas [{}] (were [{}])",
+                list(&shared.replicas[at]),
+                list(&old)
+            );
+        }
+        self.registry.replace_pool(index, shared.meta());
+        self.pools[index] = shared.clone();
+        for w in &self.workers {
+            let _ = w.send(Reload {
+                changes: vec![Change::Update(shared.clone())],
+                drain: self.drain,
+            });
         }
     }
 
@@ -80,7 +218,7 @@ impl Reloader {
     /// Sentinel says `sw.server` of `sw.pool` is now at `sw.host:sw.port`:
     /// if that is news, a new version of the pool with it, and the old
     /// master's connections closed.
-    pub fn failover(&mut self, sw: crate::sentinel::Switch) {
+    fn failover(&mut self, sw: crate::sentinel::Switch) {
         let Some(index) = self.pools.iter().position(|p| p.conf.name == sw.pool) else {
             return;
         };
@@ -108,12 +246,18 @@ impl Reloader {
             });
         }
         tracing::warn!(
-            "pool '{}': server '{}' switched from {:?} to {}:{} (sentinel)",
+            "pool '{}': server '{}' switched from {old} to {}:{} (sentinel){}",
             sw.pool,
             sw.server,
-            old,
             sw.host,
-            sw.port
+            sw.port,
+            match sw.down_since {
+                Some(t) => format!(
+                    ", {} ms after a sentinel first saw the old master down",
+                    t.elapsed().as_millis()
+                ),
+                None => String::new(),
+            }
         );
     }
 
@@ -155,6 +299,7 @@ impl Reloader {
             Ok(summary) => {
                 self.registry.reloads.ok.fetch_add(1, Relaxed);
                 tracing::info!("configuration '{}' reloaded: {summary}", self.path);
+                self.follow();
             }
             Err(why) => {
                 self.registry.reloads.error.fetch_add(1, Relaxed);
@@ -376,6 +521,14 @@ fn same(a: &PoolConf, b: &PoolConf) -> bool {
                 p.server_retry_timeout,
                 p.server_failure_limit,
                 p.tcpkeepalive,
+            ),
+            (
+                p.redis_username.clone(),
+                p.read_from,
+                p.replica_max_lag,
+                p.sentinels.clone(),
+                p.sentinel_auth.clone(),
+                p.client_users.clone(),
             ),
         )
     };

@@ -13,6 +13,12 @@
 //! * checks a new address with `ROLE` (it must say `master`) before it
 //!   reports a switch.
 //!
+//! * finds, with every poll, the replicas of each master that reads may go
+//!   to (`read_from`): not down by Sentinel's flags, linked, online and not
+//!   lagging by the master's `INFO replication`, a connected `slave` by
+//!   their own `ROLE` (`healthy_replicas`); a sentinel's announcement of
+//!   an instance down or back makes the poll come early.
+//!
 //! A switch becomes a new version of the pool (see [`crate::reload`]) in which
 //! the server has its new address — the ketama ring is built from names, so
 //! no key moves — and the old master's connections are closed at once:
@@ -24,10 +30,15 @@ use crate::proto::redis::reply::scan_reply;
 use crate::proto::redis::request::{put_array_header, put_bulk};
 use crate::proto::Scan;
 use bytes::BytesMut;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedSender;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
 
 /// How often the masters are asked for even without an announcement.
 pub const RECHECK: Duration = Duration::from_secs(5);
@@ -41,6 +52,22 @@ pub struct Switch {
     pub server: String,
     pub host: String,
     pub port: u16,
+    /// When a sentinel first said the old master was down (`+sdown`), if
+    /// one did: how long the switch took.
+    pub down_since: Option<std::time::Instant>,
+}
+
+/// What the followers tell the main thread.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum News {
+    /// A master is (now) at this address.
+    Master(Switch),
+    /// The replicas of a master that reads may go to (checked healthy).
+    Replicas {
+        pool: String,
+        server: String,
+        replicas: Vec<ServerAddr>,
+    },
 }
 
 /// What one pool's follower needs.
@@ -53,16 +80,43 @@ pub struct Follow {
     /// How to log in to a data node for `ROLE`: (user, password).
     pub node_auth: Option<(Option<String>, String)>,
     /// Per sentinel (same order): subscribed to it now (Prometheus).
-    pub up: Vec<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    pub up: Vec<Arc<AtomicBool>>,
+    /// `replica_max_lag`: a replica whose last acknowledgement to its
+    /// master is older is not read from.
+    pub max_lag: Duration,
 }
 
-/// Starts following the sentinels of one pool (on the current runtime).
-pub fn spawn(f: Follow, tx: UnboundedSender<Switch>) {
+/// What a pool's tasks share.
+#[derive(Debug, Default)]
+struct Shared {
+    /// Per master: the address last reported, and when a sentinel first
+    /// said it was down since then (`+sdown`/`+odown`).
+    masters: Mutex<HashMap<String, Known>>,
+    /// An announcement worth an early check (a replica up or down).
+    nudge: Notify,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    at: Option<(String, u16)>,
+    down_since: Option<std::time::Instant>,
+}
+
+/// Starts following the sentinels of one pool (on the current runtime),
+/// until `stop`.
+pub fn spawn(f: Follow, tx: UnboundedSender<News>, stop: CancellationToken) {
+    let shared = Arc::new(Shared::default());
     for (i, s) in f.sentinels.clone().into_iter().enumerate() {
         let up = f.up.get(i).cloned().unwrap_or_default();
-        tokio::spawn(listen(f.clone(), s, up, tx.clone()));
+        tokio::spawn(stop.clone().run_until_cancelled_owned(listen(
+            f.clone(),
+            s,
+            up,
+            shared.clone(),
+            tx.clone(),
+        )));
     }
-    tokio::spawn(poll(f, tx));
+    tokio::spawn(stop.run_until_cancelled_owned(poll(f, shared, tx)));
 }
 
 fn command(args: &[&[u8]]) -> Vec<u8> {
@@ -135,67 +189,143 @@ impl Conn {
     }
 }
 
+/// A reply, as the control plane reads it (RESP2).
+#[derive(Debug, Clone, PartialEq)]
+enum Val {
+    Str(String),
+    Int(i64),
+    Arr(Vec<Val>),
+    Nil,
+    Err(String),
+}
+
+impl Val {
+    /// Parses one whole reply (already known complete by [`scan_reply`]).
+    fn parse(b: &[u8]) -> Option<Val> {
+        Val::at(b, 0).map(|(v, _)| v)
+    }
+
+    fn at(b: &[u8], depth: u32) -> Option<(Val, usize)> {
+        if depth > 8 {
+            return None;
+        }
+        let nl = b.iter().position(|&c| c == b'\n')?;
+        let line = std::str::from_utf8(b.get(1..nl.checked_sub(1)?)?).ok()?;
+        let rest = nl + 1;
+        match b.first()? {
+            b'+' => Some((Val::Str(line.into()), rest)),
+            b'-' => Some((Val::Err(line.into()), rest)),
+            b':' => Some((Val::Int(line.parse().ok()?), rest)),
+            b'$' => {
+                let n: i64 = line.parse().ok()?;
+                if n < 0 {
+                    return Some((Val::Nil, rest));
+                }
+                let end = rest.checked_add(usize::try_from(n).ok()?)?;
+                let s = String::from_utf8_lossy(b.get(rest..end)?).into_owned();
+                Some((Val::Str(s), end + 2))
+            }
+            b'*' => {
+                let n: i64 = line.parse().ok()?;
+                if n < 0 {
+                    return Some((Val::Nil, rest));
+                }
+                let mut v = Vec::new();
+                let mut pos = rest;
+                for _ in 0..n {
+                    let (e, used) = Val::at(b.get(pos..)?, depth + 1)?;
+                    v.push(e);
+                    pos += used;
+                }
+                Some((Val::Arr(v), pos))
+            }
+            _ => None,
+        }
+    }
+
+    fn str(&self) -> Option<&str> {
+        match self {
+            Val::Str(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// A flat `[key, value, …]` array's value for `key`.
+    fn field(&self, key: &str) -> Option<&str> {
+        let Val::Arr(v) = self else { return None };
+        v.chunks(2)
+            .find(|kv| kv[0].str() == Some(key))
+            .and_then(|kv| kv.get(1))
+            .and_then(Val::str)
+    }
+}
+
 /// The top-level elements of an array reply that are bulk strings (others,
 /// such as ROLE's offset and replica list, are skipped).
 fn strings(reply: &[u8]) -> Vec<String> {
-    let mut out = Vec::new();
-    if reply.first() != Some(&b'*') {
-        return out;
+    match Val::parse(reply) {
+        Some(Val::Arr(v)) => v
+            .into_iter()
+            .filter_map(|e| match e {
+                Val::Str(s) => Some(s),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
     }
-    let Some(nl) = reply.iter().position(|&b| b == b'\n') else {
-        return out;
-    };
-    let Ok(n) = std::str::from_utf8(&reply[1..nl.saturating_sub(1)])
-        .unwrap_or("")
-        .parse::<usize>()
-    else {
-        return out;
-    };
-    let mut pos = nl + 1;
-    for _ in 0..n {
-        let Some(rest) = reply.get(pos..) else { break };
-        let Ok(Scan::Complete(len)) = scan_reply(rest) else {
-            break;
-        };
-        let e = &rest[..len];
-        if e.first() == Some(&b'$') {
-            if let Some(start) = e.iter().position(|&b| b == b'\n') {
-                if start < len.saturating_sub(2) {
-                    out.push(String::from_utf8_lossy(&e[start + 1..len - 2]).into_owned());
-                }
-            }
-        }
-        pos += len;
-    }
-    out
 }
 
 fn sentinel_auth(f: &Follow) -> Option<(Option<&str>, &str)> {
     f.sentinel_auth.as_deref().map(|p| (None, p))
 }
 
-/// Reports `name` at `host:port` if the node there says it is a master.
-async fn report(f: &Follow, name: &str, host: String, port: u16, tx: &UnboundedSender<Switch>) {
+fn node_auth(f: &Follow) -> Option<(Option<&str>, &str)> {
+    f.node_auth
+        .as_ref()
+        .map(|(u, p)| (u.as_deref(), p.as_str()))
+}
+
+/// Asks a data node something.
+async fn ask(f: &Follow, host: &str, port: u16, args: &[&[u8]]) -> std::io::Result<Vec<u8>> {
     let addr = ServerAddr::Tcp {
-        host: host.clone(),
+        host: host.into(),
         port,
     };
-    let auth = f
-        .node_auth
-        .as_ref()
-        .map(|(u, p)| (u.as_deref(), p.as_str()));
-    let role = match Conn::open(&addr, auth).await {
-        Ok(mut c) => c.call(&[b"ROLE"]).await.map(|r| strings(&r)),
-        Err(e) => Err(e),
-    };
+    Conn::open(&addr, node_auth(f)).await?.call(args).await
+}
+
+/// Reports `name` at `host:port` if the node there says it is a master.
+async fn report(
+    f: &Follow,
+    st: &Shared,
+    name: &str,
+    host: String,
+    port: u16,
+    tx: &UnboundedSender<News>,
+) {
+    let role = ask(f, &host, port, &[b"ROLE"]).await.map(|r| strings(&r));
     match role {
         Ok(r) if r.first().is_some_and(|x| x == "master") => {
-            let _ = tx.send(Switch {
+            let down_since = match st.masters.lock() {
+                Ok(mut m) => {
+                    let k = m.entry(name.into()).or_default();
+                    let at = Some((host.clone(), port));
+                    if k.at != at {
+                        k.at = at;
+                        k.down_since.take()
+                    } else {
+                        None
+                    }
+                }
+                Err(_) => None,
+            };
+            let _ = tx.send(News::Master(Switch {
                 pool: f.pool.clone(),
                 server: name.into(),
                 host,
                 port,
-            });
+                down_since,
+            }));
         }
         Ok(r) => tracing::warn!(
             "pool '{}': sentinel names {host}:{port} master of '{name}', but it says it is {:?}; not switching yet",
@@ -209,8 +339,127 @@ async fn report(f: &Follow, name: &str, host: String, port: u16, tx: &UnboundedS
     }
 }
 
-/// Asks the sentinels where every master is, at start and every RECHECK.
-async fn poll(f: Follow, tx: UnboundedSender<Switch>) {
+/// One replica as its master's `INFO replication` lists it.
+#[derive(Debug, PartialEq)]
+struct Listed {
+    host: String,
+    port: u16,
+    online: bool,
+    /// Seconds since its last acknowledgement.
+    lag: u64,
+}
+
+/// The `slaveN:ip=…,port=…,state=…,offset=…,lag=…` lines of `INFO
+/// replication`.
+fn listed(info: &str) -> Vec<Listed> {
+    info.lines()
+        .filter(|l| l.starts_with("slave") && l.contains(':'))
+        .filter_map(|l| {
+            let (_, kv) = l.split_once(':')?;
+            let get = |k: &str| {
+                kv.split(',')
+                    .filter_map(|p| p.split_once('='))
+                    .find(|(a, _)| *a == k)
+                    .map(|(_, b)| b.trim())
+            };
+            Some(Listed {
+                host: get("ip")?.into(),
+                port: get("port")?.parse().ok()?,
+                online: get("state")? == "online",
+                lag: get("lag").and_then(|l| l.parse().ok()).unwrap_or(u64::MAX),
+            })
+        })
+        .collect()
+}
+
+/// Sentinel's replicas of `name` that are not down (its flags) and whose
+/// link to the master is up: (host, port).
+fn candidates(reply: &[u8], master: (&str, u16)) -> Vec<(String, u16)> {
+    let Some(Val::Arr(rs)) = Val::parse(reply) else {
+        return Vec::new();
+    };
+    rs.iter()
+        .filter_map(|r| {
+            let flags = r.field("flags")?;
+            if flags
+                .split(',')
+                .any(|f| matches!(f, "s_down" | "o_down" | "disconnected"))
+            {
+                return None;
+            }
+            if r.field("master-link-status")? != "ok" {
+                return None;
+            }
+            if r.field("master-host")? != master.0
+                || r.field("master-port")?.parse::<u16>().ok()? != master.1
+            {
+                return None;
+            }
+            Some((r.field("ip")?.to_string(), r.field("port")?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The replicas of master `name` (at `master`) that reads may go to: named
+/// by Sentinel and not down there; online and acknowledging within
+/// `max_lag` by the master's word; replicating from it by their own
+/// (`ROLE`). `None` when the sentinel does not answer (nothing is known).
+async fn healthy_replicas(
+    f: &Follow,
+    c: &mut Conn,
+    name: &str,
+    master: (&str, u16),
+) -> Option<Vec<ServerAddr>> {
+    let r = c
+        .call(&[b"SENTINEL", b"replicas", name.as_bytes()])
+        .await
+        .ok()?;
+    let cands = candidates(&r, master);
+    if cands.is_empty() {
+        return Some(Vec::new());
+    }
+    // Unknown lag (the master does not answer): none is read from.
+    let info = match ask(f, master.0, master.1, &[b"INFO", b"replication"]).await {
+        Ok(r) => match Val::parse(&r) {
+            Some(Val::Str(s)) => s,
+            _ => return Some(Vec::new()),
+        },
+        Err(_) => return Some(Vec::new()),
+    };
+    let listed = listed(&info);
+    let mut out = Vec::new();
+    for (host, port) in cands {
+        let fresh = listed
+            .iter()
+            .any(|l| l.host == host && l.port == port && l.online && l.lag <= f.max_lag.as_secs());
+        if !fresh {
+            continue;
+        }
+        let role = ask(f, &host, port, &[b"ROLE"])
+            .await
+            .ok()
+            .and_then(|r| Val::parse(&r));
+        // ["slave", master host, master port, "connected", offset]
+        let ok = match role {
+            Some(Val::Arr(v)) => {
+                v.first().and_then(Val::str) == Some("slave")
+                    && v.get(1).and_then(Val::str) == Some(master.0)
+                    && v.get(2) == Some(&Val::Int(i64::from(master.1)))
+                    && v.get(3).and_then(Val::str) == Some("connected")
+            }
+            _ => false,
+        };
+        if ok {
+            out.push(ServerAddr::Tcp { host, port });
+        }
+    }
+    out.sort_by_key(|a| a.to_string());
+    Some(out)
+}
+
+/// Asks the sentinels where every master is and which of its replicas are
+/// healthy, at start, every [`RECHECK`] and when an announcement nudges.
+async fn poll(f: Follow, st: Arc<Shared>, tx: UnboundedSender<News>) {
     let mut warned = false;
     loop {
         let mut answered = false;
@@ -228,7 +477,16 @@ async fn poll(f: Follow, tx: UnboundedSender<Switch>) {
                         let v = strings(&r);
                         if let [host, port] = &v[..] {
                             if let Ok(port) = port.parse() {
-                                report(&f, m, host.clone(), port, &tx).await;
+                                report(&f, &st, m, host.clone(), port, &tx).await;
+                                if let Some(replicas) =
+                                    healthy_replicas(&f, &mut c, m, (host, port)).await
+                                {
+                                    let _ = tx.send(News::Replicas {
+                                        pool: f.pool.clone(),
+                                        server: m.clone(),
+                                        replicas,
+                                    });
+                                }
                             }
                         }
                     }
@@ -247,40 +505,85 @@ async fn poll(f: Follow, tx: UnboundedSender<Switch>) {
             );
         }
         warned = !answered;
-        tokio::time::sleep(RECHECK).await;
+        tokio::select! {
+            _ = tokio::time::sleep(RECHECK) => {}
+            _ = st.nudge.notified() => {
+                // Announcements come in bursts.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
     }
 }
 
-/// Listens for `+switch-master` on one sentinel, reconnecting.
+/// What a sentinel announces.
+const CHANNELS: [&[u8]; 6] = [
+    b"+switch-master",
+    b"+sdown",
+    b"-sdown",
+    b"+odown",
+    b"+slave",
+    b"+convert-to-slave",
+];
+
+/// Listens for announcements on one sentinel, reconnecting: `+switch-master`
+/// is followed at once; the others (an instance down or back, a replica
+/// added) make the poller check early.
 async fn listen(
     f: Follow,
     sentinel: ServerAddr,
-    up: std::sync::Arc<std::sync::atomic::AtomicBool>,
-    tx: UnboundedSender<Switch>,
+    up: Arc<AtomicBool>,
+    st: Arc<Shared>,
+    tx: UnboundedSender<News>,
 ) {
     use std::sync::atomic::Ordering::Relaxed;
+    let mut subscribe = vec![b"SUBSCRIBE".as_slice()];
+    subscribe.extend(CHANNELS);
     loop {
         if let Ok(mut c) = Conn::open(&sentinel, sentinel_auth(&f)).await {
-            if c.send(&[b"SUBSCRIBE", b"+switch-master"]).await.is_ok() {
+            if c.send(&subscribe).await.is_ok() {
                 while let Ok(m) = c.next().await {
                     up.store(true, Relaxed);
                     let v = strings(&m);
-                    // ["message", "+switch-master", "name oldip oldport newip newport"]
-                    let [kind, _, text] = &v[..] else { continue };
+                    // ["message", channel, text]
+                    let [kind, channel, text] = &v[..] else {
+                        continue;
+                    };
                     if kind != "message" {
                         continue;
                     }
                     let w: Vec<&str> = text.split(' ').collect();
-                    if let [name, _, _, host, port] = w[..] {
-                        if f.masters.iter().any(|m| m == name) {
+                    let ours = |name: &str| f.masters.iter().any(|m| m == name);
+                    match (channel.as_str(), &w[..]) {
+                        ("+switch-master", [name, _, _, host, port]) if ours(name) => {
                             if let Ok(port) = port.parse() {
                                 tracing::info!(
                                     "pool '{}': sentinel announces +switch-master {text}",
                                     f.pool
                                 );
-                                report(&f, name, host.into(), port, &tx).await;
+                                report(&f, &st, name, (*host).into(), port, &tx).await;
+                                st.nudge.notify_one();
                             }
                         }
+                        // "master <name> <ip> <port>"
+                        ("+sdown" | "+odown", ["master", name, ..]) if ours(name) => {
+                            if let Ok(mut m) = st.masters.lock() {
+                                let k = m.entry((*name).into()).or_default();
+                                k.down_since.get_or_insert_with(std::time::Instant::now);
+                            }
+                            st.nudge.notify_one();
+                        }
+                        ("-sdown", ["master", name, ..]) => {
+                            if let Ok(mut m) = st.masters.lock() {
+                                if let Some(k) = m.get_mut(*name) {
+                                    k.down_since = None;
+                                }
+                            }
+                        }
+                        // "slave <ip:port> <ip> <port> @ <master> <ip> <port>"
+                        (_, [_, _, _, _, "@", name, ..]) if ours(name) => {
+                            st.nudge.notify_one();
+                        }
+                        _ => {}
                     }
                 }
             }
@@ -292,7 +595,83 @@ async fn listen(
 
 #[cfg(test)]
 mod tests {
-    use super::strings;
+    use super::*;
+
+    #[test]
+    fn replicas_sentinel_names_healthy() {
+        let r = |ip: &str, port: &str, flags: &str, link: &str, mport: &str| {
+            let kv = [
+                ("name", format!("{ip}:{port}")),
+                ("ip", ip.into()),
+                ("port", port.into()),
+                ("flags", flags.into()),
+                ("master-link-status", link.into()),
+                ("master-host", "10.0.0.1".into()),
+                ("master-port", mport.into()),
+            ];
+            let mut out = format!("*{}\r\n", kv.len() * 2);
+            for (k, v) in kv {
+                out += &format!("${}\r\n{k}\r\n${}\r\n{v}\r\n", k.len(), v.len());
+            }
+            out
+        };
+        let reply = format!(
+            "*5\r\n{}{}{}{}{}",
+            r("10.0.0.2", "6380", "slave", "ok", "6379"),
+            r("10.0.0.3", "6380", "s_down,slave", "ok", "6379"),
+            r("10.0.0.4", "6380", "slave,disconnected", "ok", "6379"),
+            r("10.0.0.5", "6380", "slave", "err", "6379"),
+            r("10.0.0.6", "6380", "slave", "ok", "7000"),
+        );
+        assert_eq!(
+            candidates(reply.as_bytes(), ("10.0.0.1", 6379)),
+            vec![("10.0.0.2".to_string(), 6380)]
+        );
+        assert!(candidates(b"*0\r\n", ("10.0.0.1", 6379)).is_empty());
+        assert!(candidates(b"-ERR No such master with that name\r\n", ("h", 1)).is_empty());
+    }
+
+    #[test]
+    fn replicas_the_master_lists() {
+        let info = "# Replication\r\nrole:master\r\nconnected_slaves:2\r\nslave0:ip=127.0.0.1,port=7001,state=online,offset=42,lag=0\r\nslave1:ip=127.0.0.1,port=7002,state=wait_bgsave,offset=0,lag=12\r\nmaster_repl_offset:42\r\n";
+        assert_eq!(
+            listed(info),
+            vec![
+                Listed {
+                    host: "127.0.0.1".into(),
+                    port: 7001,
+                    online: true,
+                    lag: 0
+                },
+                Listed {
+                    host: "127.0.0.1".into(),
+                    port: 7002,
+                    online: false,
+                    lag: 12
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn values_nest_and_bound_their_depth() {
+        assert_eq!(
+            Val::parse(
+                b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:1\r\n"
+            ),
+            Some(Val::Arr(vec![
+                Val::Str("slave".into()),
+                Val::Str("127.0.0.1".into()),
+                Val::Int(6379),
+                Val::Str("connected".into()),
+                Val::Int(1),
+            ]))
+        );
+        assert_eq!(Val::parse(b"$-1\r\n"), Some(Val::Nil));
+        assert_eq!(Val::parse(b"$5\r\nab\r\n"), None);
+        let deep = "*1\r\n".repeat(20) + ":1\r\n";
+        assert_eq!(Val::parse(deep.as_bytes()), None);
+    }
 
     #[test]
     fn bulk_elements_of_replies() {

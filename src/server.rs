@@ -101,6 +101,8 @@ pub struct ServerConn {
     /// A subscribed connection's client: every frame read goes there, in
     /// order (messages come unasked between the replies).
     sink: RefCell<Option<Rc<Sink>>>,
+    /// Why the connection ended, once it has.
+    failure: Cell<Option<ErrKind>>,
 }
 
 impl ServerConn {
@@ -129,8 +131,16 @@ impl ServerConn {
         self.alive.get() && !self.closing.get()
     }
 
-    /// Queues a request (stat `in_queue`).
+    /// Queues a request (stat `in_queue`). On a connection that is gone (a
+    /// pinned one whose server failed, or that a failover closed), the
+    /// request fails at once: nothing would ever send it.
     fn push(&self, out: Outgoing, stats: &ServerStats) {
+        if !self.alive.get() {
+            if let ReplyTo::Slot(s) = out.reply {
+                s.fill(Err(self.failure.get().unwrap_or(ErrKind::ServerEof)));
+            }
+            return;
+        }
         stats.get(F::InQueue).incr();
         stats.get(F::InQueueBytes).add(out.data.len() as i64);
         self.queue.borrow_mut().push_back(out);
@@ -168,6 +178,8 @@ pub struct ServerSlot {
     idle: [RefCell<Vec<Rc<ServerConn>>>; 2],
     /// Part of a pool version a reload replaced: its connections drain.
     retired: Cell<bool>,
+    /// The connections clients have pinned now (a failover closes them).
+    pinned: RefCell<Vec<std::rc::Weak<ServerConn>>>,
 }
 
 /// Clean pinned connections kept per server and dialect for the next session.
@@ -184,6 +196,7 @@ impl ServerSlot {
             sets: [set(), set()],
             idle: Default::default(),
             retired: Cell::new(false),
+            pinned: RefCell::default(),
         }
     }
 
@@ -216,6 +229,15 @@ impl ServerSlot {
                 c.close();
             }
         }
+        if now {
+            // A failover: a session pinned to a demoted master (WATCH,
+            // blocked, subscribed) gets an error, not its acknowledgements.
+            for c in self.pinned.borrow_mut().drain(..) {
+                if let Some(c) = c.upgrade() {
+                    c.close();
+                }
+            }
+        }
     }
 
     /// A server connection for one client's session alone (a transaction
@@ -224,6 +246,14 @@ impl ServerSlot {
     /// `shardproxy_pinned_connections` until [`ServerSlot::unpin`].
     pub fn pin(&self, dialect: Dialect) -> Rc<ServerConn> {
         self.backend.stats.pinned.incr();
+        let c = self.idle_or_new(dialect);
+        let mut pinned = self.pinned.borrow_mut();
+        pinned.retain(|w| w.strong_count() > 0);
+        pinned.push(Rc::downgrade(&c));
+        c
+    }
+
+    fn idle_or_new(&self, dialect: Dialect) -> Rc<ServerConn> {
         let mut idle = self.idle[dialect as usize].borrow_mut();
         while let Some(c) = idle.pop() {
             if c.is_usable() {
@@ -417,6 +447,7 @@ async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
     };
     let (kind, inflight) = err;
     conn.alive.set(false);
+    conn.failure.set(Some(kind));
     backend.worker.closed();
     let st = &backend.stats;
     if !conn.closing.get() {

@@ -4,7 +4,7 @@
 //! (configuration, routing tables, client counts) is in [`PoolShared`].
 
 use crate::client;
-use crate::conf::{PoolConf, ServerConf};
+use crate::conf::{PoolConf, ReadFrom, ServerAddr, ServerConf};
 use crate::health::PoolHealth;
 use crate::net::{StdListener, Stream};
 use crate::proto::redis::request::{put_array_header, put_bulk};
@@ -31,6 +31,9 @@ pub struct PoolShared {
     pub clients: Arc<AtomicU32>,
     /// Worker accept loops running for the pool (`/healthz`).
     pub listening: Arc<AtomicUsize>,
+    /// Per server (in server order): the replicas Sentinel names, that
+    /// were found healthy ([`crate::sentinel`]); read from with `read_from`.
+    pub replicas: Vec<Vec<ServerAddr>>,
 }
 
 impl PoolShared {
@@ -42,13 +45,21 @@ impl PoolShared {
             conf.server_retry_timeout,
             conf.servers.len(),
         ));
+        let replicas = vec![Vec::new(); conf.servers.len()];
         PoolShared {
             conf,
             router,
             health,
             clients: Arc::default(),
             listening: Arc::default(),
+            replicas,
         }
+    }
+
+    /// Whether read-only commands may go to replicas.
+    #[inline]
+    pub fn reads_replicas(&self) -> bool {
+        self.conf.read_from != ReadFrom::Master
     }
 
     /// The next version of `prev`'s pool, with a new configuration: new
@@ -62,6 +73,12 @@ impl PoolShared {
             prev.health.ejects.load(Ordering::Relaxed),
             Ordering::Relaxed,
         );
+        // A server keeps its replicas (by name) until Sentinel says otherwise.
+        for (i, s) in next.conf.servers.iter().enumerate() {
+            if let Some(j) = prev.conf.servers.iter().position(|p| p.name == s.name) {
+                next.replicas[i] = prev.replicas.get(j).cloned().unwrap_or_default();
+            }
+        }
         next
     }
 
@@ -78,6 +95,11 @@ impl PoolShared {
                 .collect(),
             health: self.health.clone(),
             listening: self.listening.clone(),
+            replicas: self
+                .replicas
+                .iter()
+                .map(|r| r.iter().map(|a| a.to_string()).collect())
+                .collect(),
         }
     }
 }
@@ -127,6 +149,9 @@ impl PoolCell {
         for s in &prev.servers {
             s.retire();
         }
+        for r in prev.replicas.iter().flatten() {
+            r.slot.retire();
+        }
     }
 }
 
@@ -168,6 +193,56 @@ pub struct PoolLocal {
     /// Server connections this worker's clients have pinned in the pool
     /// (bounded by `session_connections`).
     pub pinned: std::cell::Cell<u32>,
+    /// Per server: this worker's connections to its replicas.
+    pub replicas: Vec<Vec<Rc<Replica>>>,
+    /// Round-robin position among a server's replicas.
+    next_replica: std::cell::Cell<usize>,
+}
+
+/// A replica of a server, as one worker reads from it.
+#[derive(Debug)]
+pub struct Replica {
+    pub slot: ServerSlot,
+    /// After a failed read: not read from before this (`server_retry_timeout`).
+    down_until: std::cell::Cell<Option<std::time::Instant>>,
+}
+
+impl Replica {
+    /// A read failed here: skip it for `server_retry_timeout`.
+    pub fn failed(&self, retry: Duration) {
+        self.down_until.set(Some(std::time::Instant::now() + retry));
+    }
+
+    fn usable(&self, now: std::time::Instant) -> bool {
+        self.down_until.get().is_none_or(|t| now >= t)
+    }
+}
+
+impl PoolLocal {
+    /// A replica of server `idx` to read from (round-robin over those not
+    /// recently failed).
+    pub fn pick_replica(&self, idx: usize) -> Option<&Rc<Replica>> {
+        let rs = self.replicas.get(idx)?;
+        if rs.is_empty() {
+            return None;
+        }
+        let start = self.next_replica.get();
+        self.next_replica.set(start.wrapping_add(1));
+        let now = std::time::Instant::now();
+        (0..rs.len())
+            .map(|k| &rs[(start + k) % rs.len()])
+            .find(|r| r.usable(now))
+    }
+}
+
+/// Replicas report no health to the pool: their failures never eject the
+/// master (a failed read is retried elsewhere, see [`Replica::failed`]).
+#[derive(Debug)]
+struct NoHealth;
+
+impl HealthSink for NoHealth {
+    fn failed(&self, _: usize) {}
+    fn replied(&self, _: usize) {}
 }
 
 fn command(args: &[&[u8]]) -> Bytes {
@@ -186,6 +261,29 @@ fn backend(
     stats: &PoolStats,
     worker: &Arc<WorkerStats>,
 ) -> Backend {
+    let mut b = node(pool, s, worker);
+    b.index = index;
+    b.health = pool.clone();
+    b.stats = stats.servers.load().get(index).cloned().unwrap_or_default();
+    b
+}
+
+/// A replica of server `s`, at `addr`: its own (unreported) connection
+/// metrics, no health.
+fn replica_backend(
+    pool: &Arc<PoolShared>,
+    s: &ServerConf,
+    addr: &ServerAddr,
+    worker: &Arc<WorkerStats>,
+) -> Backend {
+    let mut b = node(pool, s, worker);
+    b.addr = addr.clone();
+    b.name = format!("{} replica {addr}", s.name);
+    b
+}
+
+/// A data node of the pool (a server or a replica of one).
+fn node(pool: &Arc<PoolShared>, s: &ServerConf, worker: &Arc<WorkerStats>) -> Backend {
     let conf = &pool.conf;
     let mut preamble = [Vec::new(), Vec::new()];
     if conf.redis {
@@ -209,14 +307,14 @@ fn backend(
         }
     }
     Backend {
-        index,
-        health: pool.clone(),
+        index: 0,
+        health: Arc::new(NoHealth),
         proto: crate::msg::Protocol::of(conf.redis),
         addr: s.addr.clone(),
         name: s.name.clone(),
         timeout: conf.timeout,
         preamble,
-        stats: stats.servers.load().get(index).cloned().unwrap_or_default(),
+        stats: Arc::default(),
         worker: worker.clone(),
     }
 }
@@ -271,16 +369,43 @@ fn local(
             )
         })
         .collect();
+    let replicas = shared
+        .conf
+        .servers
+        .iter()
+        .zip(&shared.replicas)
+        .map(|(s, addrs)| {
+            addrs
+                .iter()
+                .map(|a| {
+                    Rc::new(Replica {
+                        slot: ServerSlot::new(
+                            replica_backend(&shared, s, a, stats),
+                            shared.conf.server_connections,
+                        ),
+                        down_until: Default::default(),
+                    })
+                })
+                .collect()
+        })
+        .collect();
     let pool = PoolLocal {
         shared,
         servers,
         stats: pool_stats,
         worker: stats.clone(),
         pinned: Default::default(),
+        replicas,
+        next_replica: Default::default(),
     };
     if pool.shared.conf.preconnect {
         for s in &pool.servers {
             s.preconnect();
+        }
+        if pool.shared.reads_replicas() {
+            for r in pool.replicas.iter().flatten() {
+                r.slot.preconnect();
+            }
         }
     }
     pool

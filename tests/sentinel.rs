@@ -195,3 +195,291 @@ fn without_sentinels_the_last_master_is_kept() {
     assert_eq!(k.cmd(&[b"SET", b"b", b"2"]), b"+OK\r\n");
     assert_eq!(Conn::new(master.port).cmd(&[b"GET", b"b"]), b"$1\r\n2\r\n");
 }
+
+/// A master with two replicas in sync, watched by three sentinels that see
+/// both replicas.
+fn replicated() -> (Proc, Vec<Proc>, Vec<Proc>) {
+    let master = redis();
+    let mport = master.port.to_string();
+    let replicas: Vec<Proc> = (0..2)
+        .map(|_| redis_with(&["--replicaof", "127.0.0.1", &mport]))
+        .collect();
+    within(20, "both replicas are in sync", || {
+        Conn::new(master.port)
+            .value(&[b"INFO", b"replication"])
+            .text()
+            .matches("state=online")
+            .count()
+            == 2
+    });
+    let sentinels: Vec<Proc> = (0..3).map(|_| sentinel(master.port)).collect();
+    within(30, "the sentinels see both replicas", || {
+        sentinels.iter().all(|s| {
+            let r = Conn::new(s.port).value(&[b"SENTINEL", b"REPLICAS", b"server1"]);
+            r.items().len() == 2
+                && r.items().iter().all(|x| {
+                    x.items().chunks(2).any(|p| {
+                        p.len() == 2 && p[0].text() == "master-link-status" && p[1].text() == "ok"
+                    })
+                })
+        })
+    });
+    (master, replicas, sentinels)
+}
+
+fn reading_proxy(master: &Proc, sentinels: &[Proc], read_from: &str) -> Proc {
+    let list: String = sentinels
+        .iter()
+        .map(|s| format!("   - 127.0.0.1:{}:1\n", s.port))
+        .collect();
+    let mport = master.port;
+    let read_from = read_from.to_string();
+    shardproxy(
+        &move |port| {
+            format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 1000\n  read_from: {read_from}\n  server_retry_timeout: 2000\n  servers:\n   - 127.0.0.1:{mport}:1 server1\n  sentinels:\n{list}")
+        },
+        &[],
+    )
+}
+
+/// The replicas the proxy reads from, by its metrics.
+fn read_replicas(p: &Proc) -> Vec<u16> {
+    let (_, m) = p.http_get("/metrics");
+    let mut v: Vec<u16> = m
+        .lines()
+        .filter(|l| l.starts_with("shardproxy_replica{"))
+        .filter_map(|l| l.split("replica=\"127.0.0.1:").nth(1))
+        .filter_map(|r| r.split('"').next())
+        .filter_map(|r| r.parse().ok())
+        .collect();
+    v.sort();
+    v
+}
+
+/// `calls` of `cmdstat_<cmd>` in the node's `INFO commandstats`.
+fn calls(p: &Proc, cmd: &str) -> i64 {
+    let info = Conn::new(p.port).value(&[b"INFO", b"commandstats"]).text();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn read_from_replica_sends_reads_to_replicas_and_writes_to_the_master() {
+    let (master, replicas, sentinels) = replicated();
+    let p = reading_proxy(&master, &sentinels, "replica");
+    let mut ports: Vec<u16> = replicas.iter().map(|r| r.port).collect();
+    ports.sort();
+    within(20, "the proxy reads from both replicas", || {
+        read_replicas(&p) == ports
+    });
+    let mut c = redis::Client::open(format!("redis://127.0.0.1:{}/", p.port))
+        .and_then(|c| c.get_connection())
+        .unwrap_or_else(|e| panic!("{e}"));
+    for i in 0..50 {
+        let () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(i)
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    // Replication is asynchronous: wait until the replicas have the writes.
+    for r in &replicas {
+        within(10, "the replicas have the writes", || {
+            Conn::new(r.port).cmd(&[b"GET", b"k49"]) == b"$2\r\n49\r\n"
+        });
+    }
+    let master_gets = calls(&master, "get");
+    let before: Vec<i64> = replicas.iter().map(|r| calls(r, "get")).collect();
+    for i in 0..50 {
+        let v: Option<i64> = redis::cmd("GET")
+            .arg(format!("k{i}"))
+            .query(&mut c)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(v, Some(i));
+    }
+    let v: Vec<Option<i64>> = redis::cmd("MGET")
+        .arg("k1")
+        .arg("k2")
+        .query(&mut c)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(v, vec![Some(1), Some(2)]);
+    // The GETs reached the replicas (round-robin: both), not the master.
+    let replica_gets: Vec<i64> = replicas
+        .iter()
+        .zip(&before)
+        .map(|(r, b)| calls(r, "get") - b)
+        .collect();
+    assert_eq!(replica_gets.iter().sum::<i64>(), 50, "{replica_gets:?}");
+    assert!(replica_gets.iter().all(|&n| n > 0), "{replica_gets:?}");
+    assert_eq!(calls(&master, "get"), master_gets);
+    assert!(calls(&master, "set") >= 50);
+    // Inside a transaction, reads go to the master with the writes.
+    let (got,): (Option<i64>,) = redis::pipe()
+        .atomic()
+        .cmd("SET")
+        .arg("t")
+        .arg(7)
+        .ignore()
+        .cmd("GET")
+        .arg("t")
+        .query(&mut c)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(got, Some(7));
+    assert_eq!(calls(&master, "get"), master_gets + 1);
+    let (_, metrics) = p.http_get("/metrics");
+    let reads = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("shardproxy_replica_reads_total{pool=\"alpha\",server=\"server1\"} ")
+        })
+        .and_then(|n| n.parse::<i64>().ok())
+        .unwrap_or(0);
+    assert!(reads >= 51, "{metrics}");
+}
+
+/// `prefer_replica`: a replica killed under a continuous read load costs no
+/// failed read (the reads in flight there are sent again), and the killed
+/// replica stops being read from; with none left, reads go to the master.
+#[test]
+fn a_replica_killed_mid_load_costs_no_failed_read() {
+    let (master, mut replicas, sentinels) = replicated();
+    let p = reading_proxy(&master, &sentinels, "prefer_replica");
+    within(20, "the proxy reads from both replicas", || {
+        read_replicas(&p).len() == 2
+    });
+    let mut w = Conn::new(master.port);
+    for i in 0..100 {
+        let k = format!("r{i}");
+        assert_eq!(w.cmd(&[b"SET", k.as_bytes(), k.as_bytes()]), b"+OK\r\n");
+    }
+    assert_eq!(w.cmd(&[b"WAIT", b"2", b"5000"]), b":2\r\n");
+    let stop = Arc::new(AtomicBool::new(false));
+    // Four readers, each its own connection, all along.
+    let readers: Vec<_> = (0..4)
+        .map(|_| {
+            let (stop, port) = (stop.clone(), p.port);
+            std::thread::spawn(move || {
+                let mut c = redis::Client::open(format!("redis://127.0.0.1:{port}/"))
+                    .and_then(|c| c.get_connection())
+                    .unwrap_or_else(|e| panic!("{e}"));
+                let (mut ok, mut failed) = (0u64, Vec::new());
+                let end = Instant::now() + Duration::from_secs(60);
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) && Instant::now() < end {
+                    let k = format!("r{}", i % 100);
+                    match redis::cmd("GET").arg(&k).query::<Option<String>>(&mut c) {
+                        Ok(Some(v)) if v == k => ok += 1,
+                        other => failed.push(format!("{k}: {other:?}")),
+                    }
+                    i += 1;
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let first = replicas.remove(0);
+    let first_port = first.port;
+    drop(first);
+    within(
+        20,
+        "the proxy stops reading from the killed replica",
+        || read_replicas(&p) == [replicas[0].port],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let last_gets = calls(&replicas[0], "get");
+    assert!(last_gets > 0);
+    drop(replicas.remove(0));
+    within(20, "the proxy reads from no replica", || {
+        read_replicas(&p).is_empty()
+    });
+    let master_gets = calls(&master, "get");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        calls(&master, "get") > master_gets,
+        "reads go to the master"
+    );
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut failed) = (0, Vec::new());
+    for r in readers {
+        let (o, f) = r.join().unwrap_or_else(|_| panic!("a reader panicked"));
+        ok += o;
+        failed.extend(f);
+    }
+    let (_, metrics) = p.http_get("/metrics");
+    let retries = metrics
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(
+                "shardproxy_replica_read_retries_total{pool=\"alpha\",server=\"server1\"} ",
+            )
+        })
+        .unwrap_or("?")
+        .to_string();
+    println!(
+        "replica {first_port} then the other killed under load: {ok} reads answered, {} failed, {retries} sent again after failing at a replica",
+        failed.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "failed reads: {:?}",
+        &failed[..failed.len().min(5)]
+    );
+    assert!(ok > 100);
+}
+
+/// A manual failover (`SENTINEL FAILOVER`) demotes a live master: the
+/// sessions pinned to it (a WATCH, a subscription) are closed with it, so
+/// nothing more runs there through the proxy.
+#[test]
+fn a_failover_ends_the_sessions_pinned_to_the_demoted_master() {
+    let (master, replicas, sentinels) = replicated();
+    let p = reading_proxy(&master, &sentinels, "master");
+    let mut watcher = Conn::new(p.port);
+    assert_eq!(watcher.cmd(&[b"WATCH", b"w"]), b"+OK\r\n");
+    let mut sub = Conn::new(p.port);
+    sub.send(&support::resp(&[b"SUBSCRIBE", b"news"]));
+    let _ = sub.reply();
+    let on_master = |what: &str| {
+        Conn::new(master.port)
+            .value(&[b"CLIENT", b"LIST"])
+            .text()
+            .lines()
+            .filter(|l| l.contains(what) && !l.contains("name=sentinel"))
+            .count()
+    };
+    assert_eq!(on_master("cmd=watch"), 1);
+    assert_eq!(on_master("cmd=subscribe"), 1);
+    assert_eq!(
+        Conn::new(sentinels[0].port).cmd(&[b"SENTINEL", b"FAILOVER", b"server1"]),
+        b"+OK\r\n"
+    );
+    within(30, "the proxy follows the manual failover", || {
+        p.log().contains("switched from")
+    });
+    within(
+        5,
+        "the pinned connections to the old master are closed",
+        || on_master("cmd=watch") + on_master("cmd=subscribe") == 0,
+    );
+    // The watcher's transaction fails with an error; nothing ran.
+    assert_eq!(watcher.cmd(&[b"MULTI"]), b"+OK\r\n");
+    let queued = watcher.cmd(&[b"SET", b"w", b"1"]);
+    let exec = watcher.cmd(&[b"EXEC"]);
+    assert!(
+        queued.starts_with(b"-") || exec.starts_with(b"-") || exec == b"*-1\r\n",
+        "{:?} {:?}",
+        String::from_utf8_lossy(&queued),
+        String::from_utf8_lossy(&exec)
+    );
+    let promoted = replicas
+        .iter()
+        .find(|r| role(r) == "master")
+        .unwrap_or_else(|| panic!("no replica was promoted"));
+    assert_eq!(Conn::new(promoted.port).cmd(&[b"EXISTS", b"w"]), b":0\r\n");
+    // The subscriber was told (its connection's subscriptions are gone).
+    assert!(sub.closed() || !sub.silent_for(Duration::from_secs(2)));
+}

@@ -13,6 +13,7 @@ pub mod memcache;
 pub mod pin;
 pub mod pubsub;
 pub mod redis;
+pub mod replica;
 pub mod txn;
 
 use crate::msg::{Protocol, Slot, Wake};
@@ -145,6 +146,9 @@ pub struct Session {
     /// redis: while set, requests sent on pinned connections get this
     /// deadline instead of `timeout` (a blocking command's own, or none).
     pub block_deadline: Option<Option<tokio::time::Instant>>,
+    /// redis: the request being sent is a read that may go to a replica
+    /// (`read_from`; see [`replica`]).
+    pub replica_read: bool,
 }
 
 impl Session {
@@ -264,6 +268,7 @@ pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> En
         pins: Default::default(),
         block_deadline: None,
         subs: None,
+        replica_read: false,
     };
     let mut rbuf = BytesMut::new();
     // Bytes read since the buffer was last released, and so the size of the

@@ -76,6 +76,7 @@ impl Session {
     pub fn send(&self, idx: usize, data: Bytes, slot: Rc<Slot>) {
         let server = &self.pool.servers[idx];
         match self.pins.get(idx) {
+            None if self.replica_read => self.send_read(idx, data, slot),
             None => server.send_in(self.dialect, data, slot, self.now),
             Some(c) => {
                 let deadline = self

@@ -139,6 +139,7 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
     let class = if cmd.read { Class::Read } else { Class::Write };
     // None: the request goes as the client wrote it.
     let wire = is_inline(&req).then(|| encode(&req, args.iter().cloned()));
+    s.replica_read = false;
     if s.txn.is_some() && s.in_multi() {
         return in_multi(s, cmd, req, wire, args);
     }
@@ -151,6 +152,19 @@ fn handle(s: &mut Session, req: Bytes, args: &[Range<usize>]) {
             _ => return s.not_in_subscribed_mode(&cmd.name),
         }
     }
+    // Reads outside any session state may go to a replica (`read_from`).
+    s.replica_read = cmd.read
+        && shared.reads_replicas()
+        && s.txn.is_none()
+        && matches!(
+            cmd.route,
+            Route::Keys
+                | Route::StreamRead
+                | Route::Sort
+                | Route::Split(_)
+                | Route::One
+                | Route::Arg(_)
+        );
     match cmd.route {
         Route::Keys => by_keys(s, cmd, req, wire, args, class),
         Route::StreamRead => {

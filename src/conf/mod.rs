@@ -56,6 +56,42 @@ impl ClientUser {
     }
 }
 
+/// `read_from` (shardproxy's own key): where read-only commands go in a pool
+/// that follows Sentinel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReadFrom {
+    /// Every command goes to the master (the default, nutcracker's way).
+    #[default]
+    Master,
+    /// Reads go to a healthy replica of the key's server, else the master.
+    PreferReplica,
+    /// Reads go to replicas only; none healthy: an error reply.
+    Replica,
+}
+
+impl ReadFrom {
+    pub fn parse(s: &str) -> Option<ReadFrom> {
+        match s {
+            "master" => Some(ReadFrom::Master),
+            "prefer_replica" => Some(ReadFrom::PreferReplica),
+            "replica" => Some(ReadFrom::Replica),
+            _ => None,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ReadFrom::Master => "master",
+            ReadFrom::PreferReplica => "prefer_replica",
+            ReadFrom::Replica => "replica",
+        }
+    }
+}
+
+/// Default of `replica_max_lag`, in seconds (Redis's own
+/// `min-replicas-max-lag` default).
+pub const DEFAULT_REPLICA_MAX_LAG: u32 = 10;
+
 /// Default of `session_connections`: pinned server connections per worker
 /// and pool.
 pub const DEFAULT_SESSION_CONNECTIONS: u32 = 1024;
@@ -98,6 +134,11 @@ pub struct PoolConf {
     pub sentinels: Vec<ServerAddr>,
     /// `sentinel_auth` (shardproxy's own key): the Sentinels' password.
     pub sentinel_auth: Option<String>,
+    /// `read_from` (shardproxy's own key): where read-only commands go.
+    pub read_from: ReadFrom,
+    /// `replica_max_lag` (shardproxy's own key): a replica whose last
+    /// acknowledgement to its master is older than this is not read from.
+    pub replica_max_lag: Duration,
     pub redis_db: u32,
     pub preconnect: bool,
     pub auto_eject_hosts: bool,
@@ -272,6 +313,8 @@ struct Draft {
     client_users: Vec<(ClientUser, usize)>,
     sentinels: Vec<(ServerConf, usize)>,
     sentinel_auth: Option<String>,
+    read_from: Option<(ReadFrom, usize)>,
+    replica_max_lag: Option<u32>,
     redis_db: Option<u32>,
     preconnect: Option<bool>,
     auto_eject_hosts: Option<bool>,
@@ -300,6 +343,8 @@ pub const KEYS: &[&str] = &[
     "client_users",
     "sentinels",
     "sentinel_auth",
+    "read_from",
+    "replica_max_lag",
     "redis_db",
     "preconnect",
     "auto_eject_hosts",
@@ -405,6 +450,20 @@ fn set(d: &mut Draft, key: &Scalar, v: &Scalar) -> Result<(), PoolError> {
         "redis_auth" => once(&mut d.redis_auth, v, k, (v.text.clone(), v.line)),
         "redis_username" => once(&mut d.redis_username, v, k, v.text.clone()),
         "sentinel_auth" => once(&mut d.sentinel_auth, v, k, v.text.clone()),
+        "read_from" => {
+            let r = ReadFrom::parse(&v.text).ok_or_else(|| {
+                at(
+                    v,
+                    k,
+                    format!(
+                        "\"{}\" is not a choice: expected master, prefer_replica or replica",
+                        v.text
+                    ),
+                )
+            })?;
+            once(&mut d.read_from, v, k, (r, v.line))
+        }
+        "replica_max_lag" => once(&mut d.replica_max_lag, v, k, number(v, k)?),
         "sentinels" => {
             // `host:port:weight`: the weight is accepted and ignored, as
             // upstream documents.
@@ -536,6 +595,18 @@ fn build_pool(p: &RawPool) -> Result<PoolConf, PoolError> {
             });
         }
     }
+    if let Some((r, line)) = d.read_from {
+        if r != ReadFrom::Master && d.sentinels.is_empty() {
+            return Err(PoolError {
+                line: Some(line),
+                key: Some("read_from".into()),
+                msg: format!(
+                    "\"{}\" needs \"sentinels:\" (replicas are found through Sentinel)",
+                    r.name()
+                ),
+            });
+        }
+    }
     if let (Some((_, line)), false) = (d.client_users.first(), redis) {
         return Err(PoolError {
             line: Some(*line),
@@ -599,6 +670,10 @@ fn build_pool(p: &RawPool) -> Result<PoolConf, PoolError> {
         client_users: d.client_users.into_iter().map(|(u, _)| u).collect(),
         sentinels: d.sentinels.into_iter().map(|(s, _)| s.addr).collect(),
         sentinel_auth: d.sentinel_auth,
+        read_from: d.read_from.map_or(ReadFrom::Master, |(r, _)| r),
+        replica_max_lag: Duration::from_secs(u64::from(
+            d.replica_max_lag.unwrap_or(DEFAULT_REPLICA_MAX_LAG),
+        )),
         redis_db: d.redis_db.unwrap_or(0),
         preconnect: d.preconnect.unwrap_or(false),
         auto_eject_hosts: d.auto_eject_hosts.unwrap_or(false),

@@ -223,3 +223,38 @@ fn acl_users() {
         assert!(e.contains(why), "{why}: {e}");
     }
 }
+
+#[test]
+fn replica_reads() {
+    let ok = "p:\n  listen: 127.0.0.1:1\n  redis: true\n  read_from: prefer_replica\n  replica_max_lag: 3\n  servers:\n    - 127.0.0.1:2:1 m1\n  sentinels:\n    - 127.0.0.1:26379:1\n";
+    let c = Conf::parse("t.yml", ok).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.pools[0].read_from, super::ReadFrom::PreferReplica);
+    assert_eq!(c.pools[0].replica_max_lag, Duration::from_secs(3));
+    let plain = Conf::parse(
+        "t.yml",
+        &ok.replace("  read_from: prefer_replica\n  replica_max_lag: 3\n", ""),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(plain.pools[0].read_from, super::ReadFrom::Master);
+    assert_eq!(plain.pools[0].replica_max_lag, Duration::from_secs(10));
+    for (bad, why) in [
+        (
+            ok.replace("prefer_replica", "nearest"),
+            "expected master, prefer_replica or replica",
+        ),
+        (
+            ok.replace("  sentinels:\n    - 127.0.0.1:26379:1\n", ""),
+            "needs \"sentinels:\"",
+        ),
+        (
+            ok.replace("replica_max_lag: 3", "replica_max_lag: soon"),
+            "replica_max_lag",
+        ),
+    ] {
+        let e = match Conf::parse("t.yml", &bad) {
+            Ok(_) => panic!("{why}: accepted"),
+            Err(e) => e.to_string(),
+        };
+        assert!(e.contains(why), "{why}: {e}");
+    }
+}

@@ -98,6 +98,9 @@ mod tests {
             ejected: false,
             pinned: 0,
             address: String::new(),
+            replicas: Vec::new(),
+            replica_reads: 0,
+            replica_retries: 0,
         }
     }
 

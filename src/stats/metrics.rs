@@ -157,6 +157,10 @@ pub struct ServerStats {
     /// Connections pinned by client sessions (WATCH, blocking commands,
     /// subscriptions) right now; they count in `server_connections` too.
     pub pinned: Metric,
+    /// Reads sent to one of the server's replicas (`read_from`).
+    pub replica_reads: Metric,
+    /// Reads that failed at a replica and were sent again elsewhere.
+    pub replica_retries: Metric,
 }
 
 impl ServerStats {

@@ -76,6 +76,8 @@ pub struct PoolMeta {
     pub servers: Vec<String>,
     /// Where each server is now (Sentinel may have moved it).
     pub addresses: Vec<String>,
+    /// Per server: the replicas read from (when `read_from` allows).
+    pub replicas: Vec<Vec<String>>,
     pub health: Arc<PoolHealth>,
     /// Worker accept loops currently running for the pool.
     pub listening: Arc<AtomicUsize>,
@@ -112,9 +114,17 @@ impl Reloads {
     pub fn sentinel(&self, pool: &str, addr: &str) -> Arc<std::sync::atomic::AtomicBool> {
         let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
         if let Ok(mut v) = self.sentinels.lock() {
+            v.retain(|(p, a, _)| !(p == pool && a == addr));
             v.push((pool.into(), addr.into(), flag.clone()));
         }
         flag
+    }
+
+    /// `pool` follows no sentinel any more (a reload).
+    pub fn forget_sentinels(&self, pool: &str) {
+        if let Ok(mut v) = self.sentinels.lock() {
+            v.retain(|(p, _, _)| p != pool);
+        }
     }
 }
 
@@ -281,6 +291,9 @@ impl Registry {
                             latency: HistogramSum::default(),
                             ejected: p.health.is_ejected(i),
                             pinned: 0,
+                            replicas: p.replicas.get(i).cloned().unwrap_or_default(),
+                            replica_reads: 0,
+                            replica_retries: 0,
                         })
                         .collect(),
                 })
@@ -305,6 +318,8 @@ impl Registry {
                     }
                     sw.latency.add_to(&mut ss.latency);
                     ss.pinned += sw.pinned.get();
+                    ss.replica_reads += sw.replica_reads.get();
+                    ss.replica_retries += sw.replica_retries.get();
                 }
             }
         }
@@ -363,6 +378,12 @@ pub struct ServerSnap {
     pub pinned: i64,
     /// Where the server is now.
     pub address: String,
+    /// The replicas read from (when `read_from` allows).
+    pub replicas: Vec<String>,
+    /// Reads sent to a replica of the server.
+    pub replica_reads: i64,
+    /// Of those, failed at a replica and sent again elsewhere.
+    pub replica_retries: i64,
 }
 
 #[cfg(test)]
@@ -391,6 +412,7 @@ mod tests {
                 name: "alpha".into(),
                 servers: vec!["a".into(), "b".into()],
                 addresses: vec!["h:1".into(), "h:2".into()],
+                replicas: vec![vec![], vec!["h:3".into()]],
                 health,
                 listening: Arc::new(AtomicUsize::new(2)),
             }],

@@ -328,6 +328,30 @@ impl Scrape {
         )?;
         family(
             enc,
+            "shardproxy_replica",
+            "A replica of the server that reads may go to (1), as Sentinel names it and the proxy checked it (online, not lagging, ROLE says so).",
+            servers().flat_map(|(p, sv)| {
+                sv.replicas.iter().map(move |r| {
+                    let mut labels = server(p, sv);
+                    labels.push(("replica", r.as_str()));
+                    (labels, Val::Gauge(1))
+                })
+            }),
+        )?;
+        family(
+            enc,
+            "shardproxy_replica_reads",
+            "Read-only requests sent to a replica of the server (read_from).",
+            servers().map(|(p, sv)| (server(p, sv), Val::Counter(sv.replica_reads))),
+        )?;
+        family(
+            enc,
+            "shardproxy_replica_read_retries",
+            "Replica reads that failed at the replica (down, reset, timed out) and were sent again to another replica or the master.",
+            servers().map(|(p, sv)| (server(p, sv), Val::Counter(sv.replica_retries))),
+        )?;
+        family(
+            enc,
             "shardproxy_pinned_connections",
             "Server connections pinned by client sessions (WATCH, blocking commands, subscriptions); also counted in shardproxy_server_connections.",
             servers().map(|(p, sv)| (server(p, sv), Val::Gauge(sv.pinned))),
