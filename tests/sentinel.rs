@@ -110,6 +110,17 @@ fn a_failover_moves_writes_to_the_promoted_replica() {
     // hears them.
     drop(sentinels.remove(0));
     std::thread::sleep(Duration::from_millis(300));
+    // When Sentinel announces the switch (what the proxy's reaction is
+    // measured from).
+    let announced = {
+        let mut a = Conn::new(sentinels[1].port);
+        a.send(&support::resp(&[b"SUBSCRIBE", b"+switch-master"]));
+        let _ = a.reply();
+        std::thread::spawn(move || {
+            let _ = a.reply();
+            Instant::now()
+        })
+    };
     let killed = Instant::now();
     drop(master);
     within(60, "the replica is promoted", || role(&replica) == "master");
@@ -132,6 +143,21 @@ fn a_failover_moves_writes_to_the_promoted_replica() {
     let failed = writer
         .join()
         .unwrap_or_else(|_| panic!("the writer panicked"));
+    // The proxy writes to the new master within 1 s of Sentinel's
+    // announcement (its own detection time).
+    let announced = announced
+        .join()
+        .unwrap_or_else(|_| panic!("no +switch-master announcement"));
+    let first_after = acked
+        .lock()
+        .ok()
+        .and_then(|a| a.iter().map(|(_, t)| *t).find(|t| *t > announced))
+        .unwrap_or_else(|| panic!("no write acknowledged after the announcement"));
+    let reaction = first_after.duration_since(announced);
+    assert!(
+        reaction < Duration::from_secs(1),
+        "the first write after the announcement came {reaction:?} after it"
+    );
     // Every write acknowledged after the switch is on the new master.
     let switched_at = killed + followed;
     let after: Vec<u64> = acked
@@ -164,7 +190,8 @@ fn a_failover_moves_writes_to_the_promoted_replica() {
     );
     assert!(metrics.contains(&address), "{address} not in {metrics}");
     println!(
-        "master killed: replica promoted after {promoted:?}, proxy switched after {followed:?}; {failed} writes failed during the switch, {} acknowledged after it, all on the new master",
+        "master killed: replica promoted after {promoted:?}, announced after {:?}, proxy switched after {followed:?}, first write acknowledged by the new master {reaction:?} after the announcement; {failed} writes failed during the switch, {} acknowledged after it, all on the new master",
+        announced.duration_since(killed),
         after.len()
     );
 }
@@ -482,4 +509,40 @@ fn a_failover_ends_the_sessions_pinned_to_the_demoted_master() {
     assert_eq!(Conn::new(promoted.port).cmd(&[b"EXISTS", b"w"]), b":0\r\n");
     // The subscriber was told (its connection's subscriptions are gone).
     assert!(sub.closed() || !sub.silent_for(Duration::from_secs(2)));
+}
+
+/// A reload that adds `sentinels:` to a pool starts following them, one
+/// that removes them stops (no `shardproxy_sentinel_up` left).
+#[test]
+fn a_reload_starts_and_stops_following_sentinels() {
+    let master = redis();
+    let sentinels: Vec<Proc> = (0..2).map(|_| sentinel(master.port)).collect();
+    let mport = master.port;
+    let plain = move |port: u16| {
+        format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  servers:\n   - 127.0.0.1:{mport}:1 server1\n")
+    };
+    let p = shardproxy(&plain, &[]);
+    let ups = |p: &Proc| {
+        let (_, m) = p.http_get("/metrics");
+        m.lines()
+            .filter(|l| l.starts_with("shardproxy_sentinel_up{"))
+            .map(|l| l.ends_with(" 1"))
+            .collect::<Vec<bool>>()
+    };
+    assert!(ups(&p).is_empty());
+    let list: String = sentinels
+        .iter()
+        .map(|s| format!("   - 127.0.0.1:{}:1\n", s.port))
+        .collect();
+    let reload = |text: String| {
+        std::fs::write(p.dir.path().join("proxy.yml"), text).unwrap_or_else(|e| panic!("{e}"));
+        p.signal(libc::SIGUSR1);
+    };
+    reload(format!("{}  sentinels:\n{list}", plain(p.port)));
+    within(10, "both sentinels are followed", || {
+        ups(&p) == [true, true]
+    });
+    reload(plain(p.port));
+    within(10, "no sentinel is followed", || ups(&p).is_empty());
+    assert_eq!(Conn::new(p.port).cmd(&[b"SET", b"a", b"1"]), b"+OK\r\n");
 }
