@@ -10,16 +10,18 @@ use std::time::{Duration, Instant};
 use support::{redis, redis_with, shardproxy, start, Conn, Proc};
 
 fn sentinel(master: u16) -> Proc {
+    sentinel_of(&[("server1", master)])
+}
+
+/// A sentinel monitoring these masters (name, port), quorum 2, down after 1 s.
+fn sentinel_of(masters: &[(&str, u16)]) -> Proc {
     start("redis-sentinel", |port, dir| {
         let conf = dir.join("sentinel.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor server1 127.0.0.1 {master} 2\nsentinel down-after-milliseconds server1 1000\nsentinel failover-timeout server1 5000\nsentinel parallel-syncs server1 1\n",
-                dir.display()
-            ),
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let mut text = format!("port {port}\nbind 127.0.0.1\ndir {}\n", dir.display());
+        for (name, master) in masters {
+            text += &format!("sentinel monitor {name} 127.0.0.1 {master} 2\nsentinel down-after-milliseconds {name} 1000\nsentinel failover-timeout {name} 5000\nsentinel parallel-syncs {name} 1\n");
+        }
+        std::fs::write(&conf, text).unwrap_or_else(|e| panic!("{e}"));
         let mut c = Command::new("redis-server");
         c.arg(&conf).arg("--sentinel");
         c
@@ -545,4 +547,107 @@ fn a_reload_starts_and_stops_following_sentinels() {
     reload(plain(p.port));
     within(10, "no sentinel is followed", || ups(&p).is_empty());
     assert_eq!(Conn::new(p.port).cmd(&[b"SET", b"a", b"1"]), b"+OK\r\n");
+}
+
+/// Two masters, each with a replica: keys written through the proxy before
+/// and after a failover of each master land on the right master — a
+/// failover moves no key (the ring is built from the names).
+#[test]
+fn failovers_of_each_master_move_no_key() {
+    let masters: Vec<Proc> = (0..2).map(|_| redis()).collect();
+    let replicas: Vec<Proc> = masters
+        .iter()
+        .map(|m| redis_with(&["--replicaof", "127.0.0.1", &m.port.to_string()]))
+        .collect();
+    for m in &masters {
+        within(20, "the replica is in sync", || {
+            Conn::new(m.port)
+                .value(&[b"INFO", b"replication"])
+                .text()
+                .contains("state=online")
+        });
+    }
+    let names = ["server1", "server2"];
+    let monitored: Vec<(&str, u16)> = names
+        .iter()
+        .copied()
+        .zip(masters.iter().map(|m| m.port))
+        .collect();
+    let sentinels: Vec<Proc> = (0..3).map(|_| sentinel_of(&monitored)).collect();
+    within(30, "the sentinels see each other and the replicas", || {
+        names.iter().all(|n| {
+            let r = Conn::new(sentinels[0].port).value(&[b"SENTINEL", b"MASTER", n.as_bytes()]);
+            let items = r.items();
+            let get = |k: &str| {
+                items
+                    .chunks(2)
+                    .find(|p| p.len() == 2 && p[0].text() == k)
+                    .map(|p| p[1].text())
+                    .unwrap_or_default()
+            };
+            get("num-other-sentinels") == "2" && get("num-slaves") == "1"
+        })
+    });
+    let list: String = sentinels
+        .iter()
+        .map(|s| format!("   - 127.0.0.1:{}:1\n", s.port))
+        .collect();
+    let (m1, m2) = (masters[0].port, masters[1].port);
+    let p = shardproxy(
+        &move |port| {
+            format!("alpha:\n  listen: 127.0.0.1:{port}\n  redis: true\n  timeout: 1000\n  distribution: ketama\n  servers:\n   - 127.0.0.1:{m1}:1 server1\n   - 127.0.0.1:{m2}:1 server2\n  sentinels:\n{list}")
+        },
+        &[],
+    );
+    let mut k = Conn::new(p.port);
+    let keys: Vec<String> = (0..200).map(|i| format!("key:{i}")).collect();
+    for key in &keys {
+        assert_eq!(k.cmd(&[b"SET", key.as_bytes(), b"0"]), b"+OK\r\n");
+    }
+    // Which server (index) each key went to; both get some.
+    let home: Vec<usize> = keys
+        .iter()
+        .map(|key| {
+            let on: Vec<usize> = (0..2)
+                .filter(|&i| {
+                    Conn::new(masters[i].port).cmd(&[b"EXISTS", key.as_bytes()]) == b":1\r\n"
+                })
+                .collect();
+            assert_eq!(on.len(), 1, "{key} on {on:?}");
+            on[0]
+        })
+        .collect();
+    assert!(home.contains(&0) && home.contains(&1));
+    let mut masters: Vec<Option<Proc>> = masters.into_iter().map(Some).collect();
+    for (i, name) in names.iter().enumerate() {
+        // Kill this master; the proxy follows Sentinel to its replica.
+        drop(masters[i].take());
+        within(60, "the replica is promoted", || {
+            role(&replicas[i]) == "master"
+        });
+        within(15, "the proxy follows", || {
+            p.log().contains(&format!("server '{name}' switched from"))
+        });
+        // Every key, written again, lands on the current master of the
+        // server it was on: the promoted replica, or the other master.
+        let round = (i + 1).to_string();
+        for key in &keys {
+            within(10, "a write through the proxy succeeds", || {
+                k.cmd(&[b"SET", key.as_bytes(), round.as_bytes()]) == b"+OK\r\n"
+            });
+        }
+        for (key, &h) in keys.iter().zip(&home) {
+            let port = match &masters[h] {
+                Some(m) => m.port,
+                None => replicas[h].port,
+            };
+            let want = format!("${}\r\n{round}\r\n", round.len());
+            assert_eq!(
+                Conn::new(port).cmd(&[b"GET", key.as_bytes()]),
+                want.as_bytes(),
+                "{key} (server{}) after the failover of {name}",
+                h + 1
+            );
+        }
+    }
 }
