@@ -154,6 +154,7 @@ pub mod route;
 pub mod sentinel;
 pub mod server;
 pub mod stats;
+pub mod tls;
 pub mod upgrade;
 pub mod watch;
 pub mod worker;

@@ -27,6 +27,8 @@ pub enum ErrKind {
     ServerEof,
     /// Another I/O error.
     Io,
+    /// The TLS handshake with the backend failed (the log says why).
+    Tls,
 }
 
 impl ErrKind {
@@ -41,6 +43,7 @@ impl ErrKind {
             ErrKind::BrokenPipe => "Broken pipe",
             ErrKind::ServerEof => "Connection closed by server",
             ErrKind::Io => "Input/output error",
+            ErrKind::Tls => "TLS handshake with the server failed",
         }
     }
 

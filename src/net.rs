@@ -70,6 +70,8 @@ pub fn bind(listen: &Listen, backlog: u32, reuseport: bool) -> io::Result<StdLis
 pub enum Stream {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
+    /// TCP with TLS (see [`crate::tls`]).
+    Tls(Box<crate::tls::TlsStream>),
 }
 
 impl Stream {
@@ -81,6 +83,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.poll_read_ready(cx),
             Stream::Unix(s) => s.poll_read_ready(cx),
+            Stream::Tls(s) => s.poll_read_ready(cx),
         }
     }
 
@@ -90,6 +93,27 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.poll_write_ready(cx),
             Stream::Unix(s) => s.poll_write_ready(cx),
+            Stream::Tls(s) => s.poll_write_ready(cx),
+        }
+    }
+
+    /// Bytes the stream itself holds wait to be written (TLS records):
+    /// wait for writability even with nothing else to write.
+    #[inline]
+    pub fn wants_write(&self) -> bool {
+        match self {
+            Stream::Tls(s) => s.wants_write(),
+            _ => false,
+        }
+    }
+
+    /// Writes what the stream itself holds (TLS records) as far as the
+    /// socket takes it.
+    #[inline]
+    pub fn flush(&self) -> io::Result<()> {
+        match self {
+            Stream::Tls(s) => s.flush(),
+            _ => Ok(()),
         }
     }
 
@@ -97,6 +121,10 @@ impl Stream {
     pub fn peer(&self) -> String {
         match self {
             Stream::Tcp(s) => s
+                .peer_addr()
+                .map_or_else(|_| "an unknown peer".into(), |a| a.to_string()),
+            Stream::Tls(s) => s
+                .tcp
                 .peer_addr()
                 .map_or_else(|_| "an unknown peer".into(), |a| a.to_string()),
             Stream::Unix(_) => "a unix socket client".into(),
@@ -107,6 +135,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.writable().await,
             Stream::Unix(s) => s.writable().await,
+            Stream::Tls(s) => s.tcp.writable().await,
         }
     }
 
@@ -119,6 +148,9 @@ impl Stream {
     /// the same). Nothing is missed: mio registers edge-triggered, so data
     /// arriving after this read is a new event.
     pub fn try_read_buf(&self, buf: &mut bytes::BytesMut) -> io::Result<usize> {
+        if let Stream::Tls(s) = self {
+            return s.try_read_buf(buf);
+        }
         if buf.len() == buf.capacity() {
             // Never offer an empty buffer: `recv` would return 0, which means EOF.
             buf.reserve(4096);
@@ -130,6 +162,7 @@ impl Stream {
             let n = match self {
                 Stream::Tcp(s) => socket2::SockRef::from(s).recv(spare)?,
                 Stream::Unix(s) => socket2::SockRef::from(s).recv(spare)?,
+                Stream::Tls(_) => 0,
             };
             got.set(n);
             if n > 0 && n < room {
@@ -141,6 +174,7 @@ impl Stream {
         let r = match self {
             Stream::Tcp(s) => s.try_io(tokio::io::Interest::READABLE, read),
             Stream::Unix(s) => s.try_io(tokio::io::Interest::READABLE, read),
+            Stream::Tls(_) => Ok(0),
         };
         let n = match r {
             Ok(n) => n,
@@ -159,6 +193,7 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.try_write_vectored(bufs),
             Stream::Unix(s) => s.try_write_vectored(bufs),
+            Stream::Tls(s) => s.try_write_vectored(bufs),
         }
     }
 }
@@ -211,6 +246,9 @@ impl WriteQueue {
 
     /// Writes as much as the socket takes now; `Ok` also when it would block.
     pub fn write_to(&mut self, stream: &Stream) -> io::Result<()> {
+        if self.bufs.is_empty() {
+            return stream.flush();
+        }
         while !self.bufs.is_empty() {
             let mut iov = [io::IoSlice::new(&[]); MAX_IOV];
             let n = self.bufs.len().min(MAX_IOV);

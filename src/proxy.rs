@@ -62,10 +62,19 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
         };
     // Watched before any listener accepts: a change made once the proxy
     // answers is never missed.
+    let watched: crate::watch::Watched = Arc::new(std::sync::Mutex::new(
+        std::iter::once(opts.conf_file.clone())
+            .chain(
+                pools
+                    .iter()
+                    .flat_map(|p| p.conf.tls.files().into_iter().map(|(_, f)| f.to_string())),
+            )
+            .collect(),
+    ));
     let changes = if opts.watch_config {
         let _rt = rt.enter();
         Some(
-            crate::watch::watch(&opts.conf_file)
+            crate::watch::watch(watched.clone())
                 .with_context(|| format!("--watch-config: cannot watch '{}'", opts.conf_file))?,
         )
     } else {
@@ -153,12 +162,24 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
     let mut reloader = Reloader::new(
         opts.conf_file.clone(),
         pools,
-        senders,
-        registry.clone(),
-        opts.drain_timeout,
-        handover,
-        news_tx,
+        crate::reload::With {
+            workers: senders,
+            registry: registry.clone(),
+            drain: opts.drain_timeout,
+            handover,
+            news: news_tx,
+            watched,
+        },
     );
+    crate::tls::publish(reloader.pools().iter().map(|p| &p.conf));
+    for p in reloader.pools() {
+        if p.conf.tls.server && !p.conf.tls.server_verify {
+            tracing::warn!(
+                "pool '{}': server_tls_verify: false: the servers' certificates are not verified (anyone on the path can pose as a server)",
+                p.conf.name
+            );
+        }
+    }
     // Pools whose servers Sentinel places.
     {
         let _rt = rt.enter();

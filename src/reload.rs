@@ -54,6 +54,9 @@ pub struct Reloader {
     handover: Arc<crate::upgrade::Handover>,
     /// Where Sentinel followers send what they learn.
     news: UnboundedSender<News>,
+    /// The files `--watch-config` watches: the configuration file and the
+    /// TLS files it names.
+    watched: crate::watch::Watched,
     /// Per pool that follows Sentinel: what its follower was started with,
     /// and how to stop it.
     followers: Vec<(String, FollowKey, CancellationToken)>,
@@ -81,6 +84,20 @@ fn follow_key(c: &PoolConf) -> FollowKey {
     )
 }
 
+/// What a [`Reloader`] works with.
+#[derive(Debug)]
+pub struct With {
+    pub workers: Vec<UnboundedSender<Reload>>,
+    pub registry: Arc<Registry>,
+    /// `--drain-timeout`.
+    pub drain: Duration,
+    pub handover: Arc<crate::upgrade::Handover>,
+    /// Where Sentinel followers send what they learn.
+    pub news: UnboundedSender<News>,
+    /// What `--watch-config` watches.
+    pub watched: crate::watch::Watched,
+}
+
 /// What happens to one pool of the new file.
 enum Plan {
     Same(Arc<PoolShared>),
@@ -91,23 +108,16 @@ enum Plan {
 }
 
 impl Reloader {
-    pub fn new(
-        path: String,
-        pools: Vec<Arc<PoolShared>>,
-        workers: Vec<UnboundedSender<Reload>>,
-        registry: Arc<Registry>,
-        drain: Duration,
-        handover: Arc<crate::upgrade::Handover>,
-        news: UnboundedSender<News>,
-    ) -> Reloader {
+    pub fn new(path: String, pools: Vec<Arc<PoolShared>>, with: With) -> Reloader {
         Reloader {
             path,
             pools,
-            workers,
-            registry,
-            drain,
-            handover,
-            news,
+            workers: with.workers,
+            registry: with.registry,
+            drain: with.drain,
+            handover: with.handover,
+            news: with.news,
+            watched: with.watched,
             followers: Vec::new(),
         }
     }
@@ -300,6 +310,14 @@ impl Reloader {
                 self.registry.reloads.ok.fetch_add(1, Relaxed);
                 tracing::info!("configuration '{}' reloaded: {summary}", self.path);
                 self.follow();
+                crate::tls::publish(self.pools.iter().map(|p| &p.conf));
+                if let Ok(mut w) = self.watched.lock() {
+                    *w = std::iter::once(self.path.clone())
+                        .chain(self.pools.iter().flat_map(|p| {
+                            p.conf.tls.files().into_iter().map(|(_, f)| f.to_string())
+                        }))
+                        .collect();
+                }
             }
             Err(why) => {
                 self.registry.reloads.error.fetch_add(1, Relaxed);
@@ -316,7 +334,9 @@ impl Reloader {
             .map_err(|e| format!("cannot read the configuration file: {e}"))?;
         let utf8 = std::str::from_utf8(&text)
             .map_err(|e| format!("the file is not valid UTF-8 (byte {})", e.valid_up_to()))?;
-        let conf = Conf::parse(&self.path, utf8).map_err(|e| e.to_string())?;
+        let mut conf = Conf::parse(&self.path, utf8).map_err(|e| e.to_string())?;
+        // Certificates are read again: a rotated file is a change.
+        crate::tls::attach(&mut conf, &self.path).map_err(|e| e.to_string())?;
         let threads = self.workers.len();
         // Everything that can fail first (new listeners are bound): a
         // failure changes nothing.
@@ -529,6 +549,8 @@ fn same(a: &PoolConf, b: &PoolConf) -> bool {
                 p.sentinels.clone(),
                 p.sentinel_auth.clone(),
                 p.client_users.clone(),
+                p.tls.clone(),
+                p.tls_loaded.as_ref().map(|t| t.fingerprint),
             ),
         )
     };

@@ -75,6 +75,8 @@ pub struct Backend {
     /// counts).
     pub stats: Arc<ServerStats>,
     pub worker: Arc<WorkerStats>,
+    /// `server_tls`: how to reach the server over TLS.
+    pub tls: Option<crate::tls::Connector>,
 }
 
 /// Which set of connections to a server a request uses. Redis clients that
@@ -178,9 +180,14 @@ pub struct ServerSlot {
     idle: [RefCell<Vec<Rc<ServerConn>>>; 2],
     /// Part of a pool version a reload replaced: its connections drain.
     retired: Cell<bool>,
-    /// The connections clients have pinned now (a failover closes them).
-    pinned: RefCell<Vec<std::rc::Weak<ServerConn>>>,
+    /// The connections clients have pinned (a failover closes them),
+    /// shared with the server's slots in the pool's other versions.
+    pinned: Pins,
 }
+
+/// The pinned connections to one server, across the pool's versions (a
+/// session keeps the version it pinned on).
+pub type Pins = Rc<RefCell<Vec<std::rc::Weak<ServerConn>>>>;
 
 /// Clean pinned connections kept per server and dialect for the next session.
 const IDLE_PINNED: usize = 4;
@@ -196,8 +203,28 @@ impl ServerSlot {
             sets: [set(), set()],
             idle: Default::default(),
             retired: Cell::new(false),
-            pinned: RefCell::default(),
+            pinned: Pins::default(),
         }
+    }
+
+    /// Shares `pins` (the server's pinned connections in the pool's other
+    /// versions).
+    pub fn with_pins(mut self, pins: Pins) -> ServerSlot {
+        self.pinned = pins;
+        self
+    }
+
+    /// The pinned connections to this server, across versions.
+    pub fn pins(&self) -> Pins {
+        self.pinned.clone()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.backend.name
+    }
+
+    pub fn addr(&self) -> &ServerAddr {
+        &self.backend.addr
     }
 
     /// Closes this slot's shared and idle connections now (a failover: what
@@ -416,6 +443,18 @@ impl ServerSlot {
     }
 }
 
+/// A TLS handshake with the server failed (already logged and counted).
+#[derive(Debug)]
+struct TlsFailed;
+
+impl std::fmt::Display for TlsFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TLS handshake failed")
+    }
+}
+
+impl std::error::Error for TlsFailed {}
+
 async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
     backend.worker.opened();
     let connect = net::connect(&backend.addr);
@@ -426,6 +465,27 @@ async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
             Err(_) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut)),
         },
         None => connect.await,
+    };
+    let stream = match (stream, &backend.tls) {
+        (Ok(Stream::Tcp(tcp)), Some(tls)) => {
+            let host = match &backend.addr {
+                ServerAddr::Tcp { host, .. } => host.as_str(),
+                ServerAddr::Unix { .. } => "",
+            };
+            match crate::tls::connect(tls, host, tcp, first_deadline).await {
+                Ok(s) => Ok(Stream::Tls(Box::new(s))),
+                Err(e) => {
+                    let why = crate::tls::failed(crate::tls::Side::Server, &e);
+                    tracing::warn!(
+                        "TLS handshake with server '{}' ({}) failed ({why}): {e}",
+                        backend.name,
+                        backend.addr
+                    );
+                    Err(std::io::Error::other(TlsFailed))
+                }
+            }
+        }
+        (s, _) => s,
     };
     let err = match stream {
         Ok(stream) => {
@@ -440,6 +500,7 @@ async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
             backend.stats.get(F::ServerConnections).decr();
             failure
         }
+        Err(e) if e.get_ref().is_some_and(|i| i.is::<TlsFailed>()) => (ErrKind::Tls, Vec::new()),
         Err(e) => {
             tracing::debug!("connect to server '{}' failed: {e}", backend.name);
             (ErrKind::from_io(&e), Vec::new())
@@ -568,7 +629,7 @@ impl Conn {
                     armed = Some(d);
                 }
             }
-            let sending = !self.sending.is_empty();
+            let sending = !self.sending.is_empty() || self.stream.wants_write();
             let event = std::future::poll_fn(|cx| {
                 if let Poll::Ready(r) = self.stream.poll_read_ready(cx) {
                     return Poll::Ready(Event::Readable(r));

@@ -316,6 +316,7 @@ fn node(pool: &Arc<PoolShared>, s: &ServerConf, worker: &Arc<WorkerStats>) -> Ba
         preamble,
         stats: Arc::default(),
         worker: worker.clone(),
+        tls: conf.tls_loaded.as_ref().and_then(|t| t.connector.clone()),
     }
 }
 
@@ -356,6 +357,7 @@ fn local(
     shared: Arc<PoolShared>,
     pool_stats: Arc<PoolStats>,
     stats: &Arc<WorkerStats>,
+    prev: Option<&PoolLocal>,
 ) -> PoolLocal {
     let servers = shared
         .conf
@@ -363,10 +365,15 @@ fn local(
         .iter()
         .enumerate()
         .map(|(i, s)| {
+            let pins = prev
+                .and_then(|p| p.servers.iter().find(|x| x.name() == s.name))
+                .map(ServerSlot::pins)
+                .unwrap_or_default();
             ServerSlot::new(
                 backend(&shared, i, s, &pool_stats, stats),
                 shared.conf.server_connections,
             )
+            .with_pins(pins)
         })
         .collect();
     let replicas = shared
@@ -497,7 +504,9 @@ pub fn run(
                 .cloned()
                 .unwrap_or_else(|| Arc::new(PoolStats::new(shared.conf.servers.len())));
             let name = shared.conf.name.clone();
-            let cell = Rc::new(PoolCell::new(Rc::new(local(shared, pool_stats, &stats))));
+            let cell = Rc::new(PoolCell::new(Rc::new(local(
+                shared, pool_stats, &stats, None,
+            ))));
             let accepting = Accepting::start(listeners, cell.clone(), &tracker, &mut groups);
             live.push(WorkerPool {
                 name,
@@ -544,31 +553,44 @@ fn apply(
         match change {
             Change::Update(shared) => {
                 if let Some(p) = live.iter().find(|p| p.name == shared.conf.name) {
-                    let pool_stats = p.cell.current().stats.clone();
-                    p.cell.replace(Rc::new(local(shared, pool_stats, stats)));
+                    let prev = p.cell.current();
+                    let next = local(shared, prev.stats.clone(), stats, Some(&prev));
+                    p.cell.replace(Rc::new(next));
                 }
             }
             Change::Failover(shared) => {
                 if let Some(p) = live.iter().find(|p| p.name == shared.conf.name) {
-                    let pool_stats = p.cell.current().stats.clone();
                     let prev = p.cell.current();
-                    p.cell.replace(Rc::new(local(shared, pool_stats, stats)));
-                    for s in &prev.servers {
-                        s.close_all();
+                    let next = local(shared, prev.stats.clone(), stats, Some(&prev));
+                    // The servers that moved: their connections close now,
+                    // pinned ones of every version included (the others
+                    // drain, as in any new version).
+                    let moved: Vec<usize> = (0..prev.servers.len())
+                        .filter(|&i| {
+                            next.servers.get(i).map(ServerSlot::addr)
+                                != Some(prev.servers[i].addr())
+                        })
+                        .collect();
+                    p.cell.replace(Rc::new(next));
+                    for i in moved {
+                        prev.servers[i].close_all();
                     }
                 }
             }
             Change::Relisten(shared, listener) => {
                 if let Some(p) = live.iter_mut().find(|p| p.name == shared.conf.name) {
-                    let pool_stats = p.cell.current().stats.clone();
-                    p.cell.replace(Rc::new(local(shared, pool_stats, stats)));
+                    let prev = p.cell.current();
+                    let next = local(shared, prev.stats.clone(), stats, Some(&prev));
+                    p.cell.replace(Rc::new(next));
                     let next = Accepting::start(vec![listener], p.cell.clone(), tracker, groups);
                     std::mem::replace(&mut p.accepting, next).retire(&p.name, reload.drain);
                 }
             }
             Change::Add(shared, listener, pool_stats) => {
                 let name = shared.conf.name.clone();
-                let cell = Rc::new(PoolCell::new(Rc::new(local(shared, pool_stats, stats))));
+                let cell = Rc::new(PoolCell::new(Rc::new(local(
+                    shared, pool_stats, stats, None,
+                ))));
                 let accepting = Accepting::start(vec![listener], cell.clone(), tracker, groups);
                 live.push(WorkerPool {
                     name,
@@ -651,26 +673,64 @@ async fn accept_loop(
         let pool2 = pool.clone();
         let cell2 = cell.clone();
         let shutdown2 = shutdown.clone();
+        let acceptor = pool
+            .shared
+            .conf
+            .tls_loaded
+            .as_ref()
+            .and_then(|t| t.acceptor.clone());
         tracker.spawn_local(async move {
-            if limit > 0 && n > limit {
-                refuse(stream).await;
-            } else {
-                let (w, p) = (&pool2.worker, &pool2.stats);
-                w.opened();
-                p.get(PoolField::ClientConnections).incr();
-                let end = client::serve(stream, cell2, shutdown2).await;
-                // Header count first: a reader that sees the pool gauge at 0
-                // sees the connection gone from `curr_connections` too.
-                w.closed();
-                p.get(PoolField::ClientConnections).decr();
-                match end {
-                    client::End::Eof => p.get(PoolField::ClientEof).incr(),
-                    client::End::Error => p.get(PoolField::ClientErr).incr(),
-                    client::End::Shutdown => {}
+            let stream = match (acceptor, stream) {
+                (Some(acceptor), Stream::Tcp(tcp)) => {
+                    let peer = tcp
+                        .peer_addr()
+                        .map_or_else(|_| "an unknown peer".into(), |a| a.to_string());
+                    match crate::tls::accept(&acceptor, tcp).await {
+                        Ok(s) => Some(Stream::Tls(Box::new(s))),
+                        Err(e) => {
+                            let why = crate::tls::failed(crate::tls::Side::Client, &e);
+                            tracing::warn!(
+                                "pool '{}': TLS handshake with client {peer} failed ({why}): {e}",
+                                pool2.shared.conf.name
+                            );
+                            None
+                        }
+                    }
                 }
+                (_, s) => Some(s),
+            };
+            if let Some(stream) = stream {
+                serve_accepted(stream, &pool2, cell2, shutdown2, limit, n).await;
             }
             pool2.shared.clients.fetch_sub(1, Ordering::Relaxed);
         });
+    }
+}
+
+/// Serves (or refuses, over `client_connections`) an accepted client.
+async fn serve_accepted(
+    stream: Stream,
+    pool: &Rc<PoolLocal>,
+    cell: Rc<PoolCell>,
+    shutdown: Shutdown,
+    limit: u32,
+    n: u32,
+) {
+    if limit > 0 && n > limit {
+        return refuse(stream).await;
+    }
+    let (w, p) = (&pool.worker, &pool.stats);
+    w.opened();
+    p.get(PoolField::ClientConnections).incr();
+    let end = client::serve(stream, cell, shutdown).await;
+    // Header count first: a reader that sees the pool gauge at 0
+    // sees the connection gone from `curr_connections` too.
+    w.closed();
+    p.get(PoolField::ClientConnections).decr();
+    match end {
+        client::End::Eof => p.get(PoolField::ClientEof).incr(),
+        client::End::Error => p.get(PoolField::ClientErr).incr(),
+        client::End::Shutdown => {}
     }
 }
 

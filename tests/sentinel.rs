@@ -7,7 +7,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{redis, redis_with, shardproxy, start, Conn, Proc};
+use support::{redis, redis_with, shardproxy, start, within, Conn, Proc};
 
 fn sentinel(master: u16) -> Proc {
     sentinel_of(&[("server1", master)])
@@ -46,15 +46,6 @@ fn proxy(master: &Proc, sentinels: &[Proc]) -> Proc {
 
 fn role(p: &Proc) -> String {
     Conn::new(p.port).value(&[b"ROLE"]).items()[0].text()
-}
-
-/// Waits (bounded, generous: Sentinel's own timing) until `f` holds.
-fn within(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(secs);
-    while !f() {
-        assert!(Instant::now() < end, "never: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -482,6 +473,17 @@ fn a_failover_ends_the_sessions_pinned_to_the_demoted_master() {
     };
     assert_eq!(on_master("cmd=watch"), 1);
     assert_eq!(on_master("cmd=subscribe"), 1);
+    // A new version of the pool (a reload): the sessions stay on the one
+    // they pinned in, and a failover must still end them.
+    let conf = p.dir.path().join("proxy.yml");
+    let text = std::fs::read_to_string(&conf).unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(&conf, text.replace("timeout: 1000", "timeout: 1500"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    p.signal(libc::SIGUSR1);
+    within(5, "the reload is done", || {
+        p.log().contains("configuration") && p.log().contains("reloaded")
+    });
+    assert_eq!(on_master("cmd=watch"), 1);
     assert_eq!(
         Conn::new(sentinels[0].port).cmd(&[b"SENTINEL", b"FAILOVER", b"server1"]),
         b"+OK\r\n"

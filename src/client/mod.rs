@@ -414,7 +414,7 @@ pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> En
                     return Poll::Ready(Event::Readable(r));
                 }
             }
-            if !out.is_empty() {
+            if !out.is_empty() || stream.wants_write() {
                 if let Poll::Ready(r) = stream.poll_write_ready(cx) {
                     return Poll::Ready(Event::Writable(r));
                 }

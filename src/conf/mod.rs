@@ -92,6 +92,48 @@ impl ReadFrom {
 /// `min-replicas-max-lag` default).
 pub const DEFAULT_REPLICA_MAX_LAG: u32 = 10;
 
+/// TLS settings of a pool (shardproxy's own keys; files are read by
+/// [`crate::tls`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsConf {
+    /// `tls_cert`/`tls_key`: the listener speaks TLS with this certificate
+    /// chain and key (PEM).
+    pub cert: Option<String>,
+    pub key: Option<String>,
+    /// `tls_ca`: clients must present a certificate signed by these CAs.
+    pub ca: Option<String>,
+    /// `server_tls`: the servers are reached over TLS.
+    pub server: bool,
+    /// `server_tls_ca`: the CAs a server certificate must chain to (default:
+    /// the system's roots).
+    pub server_ca: Option<String>,
+    /// `server_tls_cert`/`server_tls_key`: the proxy's client certificate.
+    pub server_cert: Option<String>,
+    pub server_key: Option<String>,
+    /// `server_tls_name`: the name to verify (and send as SNI) instead of
+    /// each server's host.
+    pub server_name: Option<String>,
+    /// `server_tls_verify` (default true): verify server certificates.
+    pub server_verify: bool,
+}
+
+impl TlsConf {
+    /// Every file the settings name: (key, path).
+    pub fn files(&self) -> Vec<(&'static str, &str)> {
+        [
+            ("tls_cert", &self.cert),
+            ("tls_key", &self.key),
+            ("tls_ca", &self.ca),
+            ("server_tls_ca", &self.server_ca),
+            ("server_tls_cert", &self.server_cert),
+            ("server_tls_key", &self.server_key),
+        ]
+        .into_iter()
+        .filter_map(|(k, v)| v.as_deref().map(|v| (k, v)))
+        .collect()
+    }
+}
+
 /// Default of `session_connections`: pinned server connections per worker
 /// and pool.
 pub const DEFAULT_SESSION_CONNECTIONS: u32 = 1024;
@@ -154,6 +196,11 @@ pub struct PoolConf {
     pub reuseport: bool,
     /// Servers in nutcracker's order (name length, then bytes): the server index order.
     pub servers: Vec<ServerConf>,
+    /// TLS on either side.
+    pub tls: TlsConf,
+    /// The certificates and keys `tls` names, read and checked
+    /// ([`crate::tls::attach`]); `None` without TLS.
+    pub tls_loaded: Option<std::sync::Arc<crate::tls::PoolTls>>,
 }
 
 impl PoolConf {
@@ -228,7 +275,9 @@ impl Conf {
                 e.utf8_error().valid_up_to()
             ),
         })?;
-        Conf::parse(path, &text)
+        let mut conf = Conf::parse(path, &text)?;
+        crate::tls::attach(&mut conf, path)?;
+        Ok(conf)
     }
 
     /// Validates configuration text; `file` only labels errors.
@@ -315,6 +364,15 @@ struct Draft {
     sentinel_auth: Option<String>,
     read_from: Option<(ReadFrom, usize)>,
     replica_max_lag: Option<u32>,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    tls_ca: Option<String>,
+    server_tls: Option<bool>,
+    server_tls_ca: Option<String>,
+    server_tls_cert: Option<String>,
+    server_tls_key: Option<String>,
+    server_tls_name: Option<String>,
+    server_tls_verify: Option<bool>,
     redis_db: Option<u32>,
     preconnect: Option<bool>,
     auto_eject_hosts: Option<bool>,
@@ -345,6 +403,15 @@ pub const KEYS: &[&str] = &[
     "sentinel_auth",
     "read_from",
     "replica_max_lag",
+    "tls_cert",
+    "tls_key",
+    "tls_ca",
+    "server_tls",
+    "server_tls_ca",
+    "server_tls_cert",
+    "server_tls_key",
+    "server_tls_name",
+    "server_tls_verify",
     "redis_db",
     "preconnect",
     "auto_eject_hosts",
@@ -464,6 +531,15 @@ fn set(d: &mut Draft, key: &Scalar, v: &Scalar) -> Result<(), PoolError> {
             once(&mut d.read_from, v, k, (r, v.line))
         }
         "replica_max_lag" => once(&mut d.replica_max_lag, v, k, number(v, k)?),
+        "tls_cert" => once(&mut d.tls_cert, v, k, v.text.clone()),
+        "tls_key" => once(&mut d.tls_key, v, k, v.text.clone()),
+        "tls_ca" => once(&mut d.tls_ca, v, k, v.text.clone()),
+        "server_tls" => once(&mut d.server_tls, v, k, boolean(v, k)?),
+        "server_tls_ca" => once(&mut d.server_tls_ca, v, k, v.text.clone()),
+        "server_tls_cert" => once(&mut d.server_tls_cert, v, k, v.text.clone()),
+        "server_tls_key" => once(&mut d.server_tls_key, v, k, v.text.clone()),
+        "server_tls_name" => once(&mut d.server_tls_name, v, k, v.text.clone()),
+        "server_tls_verify" => once(&mut d.server_tls_verify, v, k, boolean(v, k)?),
         "sentinels" => {
             // `host:port:weight`: the weight is accepted and ignored, as
             // upstream documents.
@@ -607,6 +683,67 @@ fn build_pool(p: &RawPool) -> Result<PoolConf, PoolError> {
             });
         }
     }
+    let tls = TlsConf {
+        cert: d.tls_cert,
+        key: d.tls_key,
+        ca: d.tls_ca,
+        server: d.server_tls.unwrap_or(false),
+        server_ca: d.server_tls_ca,
+        server_cert: d.server_tls_cert,
+        server_key: d.server_tls_key,
+        server_name: d.server_tls_name,
+        server_verify: d.server_tls_verify.unwrap_or(true),
+    };
+    let tls_err = |key: &str, msg: &str| PoolError {
+        line: Some(p.name.line),
+        key: Some(key.into()),
+        msg: msg.into(),
+    };
+    match (&tls.cert, &tls.key) {
+        (Some(_), None) => return Err(tls_err("tls_cert", "needs \"tls_key:\" (its private key)")),
+        (None, Some(_)) => return Err(tls_err("tls_key", "needs \"tls_cert:\" (its certificate)")),
+        _ => {}
+    }
+    if tls.ca.is_some() && tls.cert.is_none() {
+        return Err(tls_err(
+            "tls_ca",
+            "needs \"tls_cert:\" and \"tls_key:\" (client certificates are checked on a TLS listener)",
+        ));
+    }
+    if tls.cert.is_some() && !matches!(listen, Listen::Tcp { .. }) {
+        return Err(tls_err(
+            "tls_cert",
+            "TLS is for TCP listeners only (a unix socket stays plain)",
+        ));
+    }
+    if !tls.server {
+        for (key, set) in [
+            ("server_tls_ca", tls.server_ca.is_some()),
+            ("server_tls_cert", tls.server_cert.is_some()),
+            ("server_tls_key", tls.server_key.is_some()),
+            ("server_tls_name", tls.server_name.is_some()),
+            ("server_tls_verify", d.server_tls_verify.is_some()),
+        ] {
+            if set {
+                return Err(tls_err(key, "needs \"server_tls: true\""));
+            }
+        }
+    }
+    match (&tls.server_cert, &tls.server_key) {
+        (Some(_), None) => {
+            return Err(tls_err(
+                "server_tls_cert",
+                "needs \"server_tls_key:\" (its private key)",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(tls_err(
+                "server_tls_key",
+                "needs \"server_tls_cert:\" (its certificate)",
+            ))
+        }
+        _ => {}
+    }
     if let (Some((_, line)), false) = (d.client_users.first(), redis) {
         return Err(PoolError {
             line: Some(*line),
@@ -686,6 +823,8 @@ fn build_pool(p: &RawPool) -> Result<PoolConf, PoolError> {
         tcpkeepalive: d.tcpkeepalive.unwrap_or(false),
         reuseport: d.reuseport.unwrap_or(false),
         servers,
+        tls,
+        tls_loaded: None,
     };
     (distribution.validate)(&conf.nodes()).map_err(|msg| PoolError {
         line: None,

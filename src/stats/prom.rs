@@ -223,6 +223,40 @@ impl Scrape {
                 )
             }),
         )?;
+        let failures: Vec<(crate::tls::Side, [u64; crate::tls::REASONS.len()])> =
+            crate::tls::Side::ALL
+                .iter()
+                .map(|&side| (side, crate::tls::failures(side)))
+                .collect();
+        family(
+            enc,
+            "shardproxy_tls_handshake_failures",
+            "TLS handshakes that failed, by side (client: of the listener; server: to a backend) and reason.",
+            failures.iter().flat_map(|(side, counts)| {
+                crate::tls::REASONS.iter().zip(counts).map(move |(r, n)| {
+                    (
+                        vec![("side", side.label()), ("reason", *r)],
+                        Val::Counter(*n as i64),
+                    )
+                })
+            }),
+        )?;
+        let expiries = crate::tls::expiries();
+        family(
+            enc,
+            "shardproxy_tls_certificate_expiry_timestamp_seconds",
+            "When a configured certificate file expires (Unix time of its earliest notAfter), by pool, key and file.",
+            expiries.iter().map(|e| {
+                (
+                    vec![
+                        ("pool", e.pool.as_str()),
+                        ("key", e.key),
+                        ("file", e.file.as_str()),
+                    ],
+                    Val::Seconds(e.not_after as f64),
+                )
+            }),
+        )?;
         let hash = format!("{:016x}", s.config.0);
         family(
             enc,

@@ -696,8 +696,13 @@ pub fn run_node(script: &str, args: &[String]) {
 }
 
 /// Polls `f` until it holds (generous bound for a loaded machine).
-pub fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + Duration::from_secs(10);
+pub fn eventually(what: &str, f: impl FnMut() -> bool) {
+    within(10, what, f);
+}
+
+/// Polls `f` until it holds, for at most `secs` seconds.
+pub fn within(secs: u64, what: &str, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + Duration::from_secs(secs);
     while !f() {
         assert!(Instant::now() < end, "never: {what}");
         std::thread::sleep(Duration::from_millis(20));
