@@ -139,6 +139,7 @@
 pub mod cli;
 pub mod client;
 pub mod conf;
+pub mod control;
 pub mod crash;
 pub mod daemon;
 pub mod dist;

@@ -26,24 +26,18 @@
 //! acknowledged by a demoted master once the proxy knows.
 
 use crate::conf::ServerAddr;
-use crate::proto::redis::reply::scan_reply;
-use crate::proto::redis::request::{put_array_header, put_bulk};
-use crate::proto::Scan;
-use bytes::BytesMut;
+use crate::control::Conn;
+use crate::proto::redis::value::Val;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 /// How often the masters are asked for even without an announcement.
 pub const RECHECK: Duration = Duration::from_secs(5);
-/// Connect and reply time limit for a sentinel or a new master.
-const LIMIT: Duration = Duration::from_secs(2);
 
 /// A master's (new) address, for pool `pool`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,147 +111,6 @@ pub fn spawn(f: Follow, tx: UnboundedSender<News>, stop: CancellationToken) {
         )));
     }
     tokio::spawn(stop.run_until_cancelled_owned(poll(f, shared, tx)));
-}
-
-fn command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = Vec::new();
-    put_array_header(&mut out, args.len());
-    for a in args {
-        put_bulk(&mut out, a);
-    }
-    out
-}
-
-/// A connection that sends commands and reads whole replies.
-struct Conn {
-    s: TcpStream,
-    buf: BytesMut,
-}
-
-impl Conn {
-    async fn open(addr: &ServerAddr, auth: Option<(Option<&str>, &str)>) -> std::io::Result<Conn> {
-        let ServerAddr::Tcp { host, port } = addr else {
-            return Err(std::io::Error::other("a sentinel is reached over TCP"));
-        };
-        let s = tokio::time::timeout(LIMIT, TcpStream::connect((host.as_str(), *port)))
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))??;
-        let mut c = Conn {
-            s,
-            buf: BytesMut::with_capacity(4096),
-        };
-        if let Some((user, pw)) = auth {
-            let r = match user {
-                Some(u) => c.call(&[b"AUTH", u.as_bytes(), pw.as_bytes()]).await?,
-                None => c.call(&[b"AUTH", pw.as_bytes()]).await?,
-            };
-            if r.first() == Some(&b'-') {
-                return Err(std::io::Error::other(
-                    String::from_utf8_lossy(&r).trim().to_string(),
-                ));
-            }
-        }
-        Ok(c)
-    }
-
-    async fn send(&mut self, args: &[&[u8]]) -> std::io::Result<()> {
-        self.s.write_all(&command(args)).await
-    }
-
-    /// The next complete reply (no time limit: subscribers wait).
-    async fn next(&mut self) -> std::io::Result<Vec<u8>> {
-        loop {
-            match scan_reply(&self.buf) {
-                Ok(Scan::Complete(n)) => return Ok(self.buf.split_to(n).to_vec()),
-                Ok(Scan::Incomplete { .. }) => {}
-                Err(_) => return Err(std::io::Error::other("an unreadable reply")),
-            }
-            if self.buf.len() > 1 << 20 {
-                return Err(std::io::Error::other("a reply too large"));
-            }
-            if self.s.read_buf(&mut self.buf).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-        }
-    }
-
-    async fn call(&mut self, args: &[&[u8]]) -> std::io::Result<Vec<u8>> {
-        self.send(args).await?;
-        tokio::time::timeout(LIMIT, self.next())
-            .await
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::TimedOut))?
-    }
-}
-
-/// A reply, as the control plane reads it (RESP2).
-#[derive(Debug, Clone, PartialEq)]
-enum Val {
-    Str(String),
-    Int(i64),
-    Arr(Vec<Val>),
-    Nil,
-    Err(String),
-}
-
-impl Val {
-    /// Parses one whole reply (already known complete by [`scan_reply`]).
-    fn parse(b: &[u8]) -> Option<Val> {
-        Val::at(b, 0).map(|(v, _)| v)
-    }
-
-    fn at(b: &[u8], depth: u32) -> Option<(Val, usize)> {
-        if depth > 8 {
-            return None;
-        }
-        let nl = b.iter().position(|&c| c == b'\n')?;
-        let line = std::str::from_utf8(b.get(1..nl.checked_sub(1)?)?).ok()?;
-        let rest = nl + 1;
-        match b.first()? {
-            b'+' => Some((Val::Str(line.into()), rest)),
-            b'-' => Some((Val::Err(line.into()), rest)),
-            b':' => Some((Val::Int(line.parse().ok()?), rest)),
-            b'$' => {
-                let n: i64 = line.parse().ok()?;
-                if n < 0 {
-                    return Some((Val::Nil, rest));
-                }
-                let end = rest.checked_add(usize::try_from(n).ok()?)?;
-                let s = String::from_utf8_lossy(b.get(rest..end)?).into_owned();
-                Some((Val::Str(s), end + 2))
-            }
-            b'*' => {
-                let n: i64 = line.parse().ok()?;
-                if n < 0 {
-                    return Some((Val::Nil, rest));
-                }
-                let mut v = Vec::new();
-                let mut pos = rest;
-                for _ in 0..n {
-                    let (e, used) = Val::at(b.get(pos..)?, depth + 1)?;
-                    v.push(e);
-                    pos += used;
-                }
-                Some((Val::Arr(v), pos))
-            }
-            _ => None,
-        }
-    }
-
-    fn str(&self) -> Option<&str> {
-        match self {
-            Val::Str(s) => Some(s),
-            _ => None,
-        }
-    }
-
-    /// A flat `[key, value, …]` array's value for `key`.
-    fn field(&self, key: &str) -> Option<&str> {
-        let Val::Arr(v) = self else { return None };
-        v.chunks(2)
-            .find(|kv| kv[0].str() == Some(key))
-            .and_then(|kv| kv.get(1))
-            .and_then(Val::str)
-    }
 }
 
 /// The top-level elements of an array reply that are bulk strings (others,
@@ -651,26 +504,6 @@ mod tests {
                 },
             ]
         );
-    }
-
-    #[test]
-    fn values_nest_and_bound_their_depth() {
-        assert_eq!(
-            Val::parse(
-                b"*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n$9\r\nconnected\r\n:1\r\n"
-            ),
-            Some(Val::Arr(vec![
-                Val::Str("slave".into()),
-                Val::Str("127.0.0.1".into()),
-                Val::Int(6379),
-                Val::Str("connected".into()),
-                Val::Int(1),
-            ]))
-        );
-        assert_eq!(Val::parse(b"$-1\r\n"), Some(Val::Nil));
-        assert_eq!(Val::parse(b"$5\r\nab\r\n"), None);
-        let deep = "*1\r\n".repeat(20) + ":1\r\n";
-        assert_eq!(Val::parse(deep.as_bytes()), None);
     }
 
     #[test]
