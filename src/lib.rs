@@ -138,6 +138,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod cluster;
 pub mod conf;
 pub mod control;
 pub mod crash;

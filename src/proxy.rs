@@ -19,6 +19,12 @@ use tokio_util::sync::CancellationToken;
 pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
     let threads = opts.threads.max(1);
     crate::client::set_client_buffer(opts.client_buffer);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut conf = conf;
+    // Cluster pools start with the slot map their seeds give.
+    rt.block_on(crate::cluster::initial(&mut conf.pools));
     let pools: Vec<Arc<PoolShared>> = conf
         .pools
         .into_iter()
@@ -28,9 +34,6 @@ pub fn run(conf: Conf, opts: Options, logger: Logger) -> anyhow::Result<()> {
         pools.iter().map(|p| p.meta()).collect(),
         threads,
     ));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     // A binary upgrade: the running process's listening sockets, if one
     // answers on the upgrade socket.
     let mut taken = match &opts.upgrade_socket {

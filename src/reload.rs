@@ -74,9 +74,14 @@ type FollowKey = (
 
 fn follow_key(c: &PoolConf) -> FollowKey {
     (
-        c.sentinels.clone(),
+        c.sentinels.iter().chain(&c.seeds).cloned().collect(),
         c.sentinel_auth.clone(),
-        c.servers.iter().map(|s| s.name.clone()).collect(),
+        if c.seeds.is_empty() {
+            c.servers.iter().map(|s| s.name.clone()).collect()
+        } else {
+            // A cluster's servers are what the follower found.
+            Vec::new()
+        },
         c.redis_auth
             .clone()
             .map(|pw| (c.redis_username.clone(), pw)),
@@ -129,7 +134,7 @@ impl Reloader {
         let wanted: Vec<(String, FollowKey)> = self
             .pools
             .iter()
-            .filter(|p| !p.conf.sentinels.is_empty())
+            .filter(|p| !p.conf.sentinels.is_empty() || !p.conf.seeds.is_empty())
             .map(|p| (p.conf.name.clone(), follow_key(&p.conf)))
             .collect();
         let registry = self.registry.clone();
@@ -150,6 +155,15 @@ impl Reloader {
             };
             let c = &p.conf;
             let stop = CancellationToken::new();
+            if !c.seeds.is_empty() {
+                crate::cluster::spawn(
+                    crate::cluster::Follow::of(c, p.cluster_refresh.clone()),
+                    self.news.clone(),
+                    stop.clone(),
+                );
+                self.followers.push((name, key, stop));
+                continue;
+            }
             crate::sentinel::spawn(
                 crate::sentinel::Follow {
                     pool: c.name.clone(),
@@ -183,7 +197,45 @@ impl Reloader {
                 server,
                 replicas,
             } => self.replicas(&pool, &server, replicas),
+            News::Cluster { pool, topology } => self.cluster(&pool, &topology),
         }
+    }
+
+    /// A cluster pool's slot map: if it is news, a new version of the pool
+    /// routes by it (its servers are the masters; the previous version's
+    /// connections drain).
+    fn cluster(&mut self, pool: &str, t: &crate::dist::cluster::Topology) {
+        let Some(index) = self.pools.iter().position(|p| p.conf.name == pool) else {
+            return;
+        };
+        let prev = self.pools[index].clone();
+        if crate::cluster::routes_as(&prev.conf, t) {
+            return;
+        }
+        let conf = crate::cluster::apply(&prev.conf, t);
+        tracing::info!(
+            "pool '{pool}': cluster slot map changed: {} masters ({}), {} of 16384 slots served",
+            t.masters.len(),
+            t.masters
+                .iter()
+                .map(|m| m.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            t.covered()
+        );
+        self.registry.reloads.slot_maps.fetch_add(1, Relaxed);
+        let plans = self
+            .pools
+            .iter()
+            .map(|p| {
+                if p.conf.name == pool {
+                    Plan::Update(Arc::new(PoolShared::succeed(conf.clone(), &prev)))
+                } else {
+                    Plan::Same(p.clone())
+                }
+            })
+            .collect();
+        self.publish(plans, Vec::new());
     }
 
     /// The healthy replicas of `server` are now `replicas`: if that is
@@ -345,6 +397,12 @@ impl Reloader {
         for mut next in conf.pools {
             let prev = self.pools.iter().find(|p| p.conf.name == next.name);
             if let Some(prev) = prev {
+                if !next.seeds.is_empty() && !prev.conf.seeds.is_empty() {
+                    // The cluster, not the file, says which masters serve
+                    // which slots.
+                    next.servers = prev.conf.servers.clone();
+                    next.cluster_slots = prev.conf.cluster_slots.clone();
+                }
                 if !next.sentinels.is_empty() {
                     // Sentinel, not the file, says where a master is now.
                     for s in next.servers.iter_mut() {

@@ -39,6 +39,8 @@ pub struct Router {
     hash: HashFn,
     strategy: &'static Strategy,
     nodes: Vec<Node>,
+    /// `redis_cluster`: the slot map.
+    slots: Option<Arc<Vec<u16>>>,
     current: ArcSwap<Box<dyn Distributor>>,
     /// Every server is in the current distribution (none ejected).
     whole: AtomicBool,
@@ -51,13 +53,19 @@ impl Router {
         hash: HashFn,
         tag: Option<[u8; 2]>,
         nodes: Vec<Node>,
+        slots: Option<Arc<Vec<u16>>>,
     ) -> Router {
-        let built = (strategy.build)(BuildArgs { hash, live: &nodes });
+        let built = (strategy.build)(BuildArgs {
+            hash,
+            live: &nodes,
+            slots: slots.as_ref(),
+        });
         Router {
             tag,
             hash,
             strategy,
             nodes,
+            slots,
             current: ArcSwap::from_pointee(built),
             whole: AtomicBool::new(true),
         }
@@ -94,6 +102,7 @@ impl Router {
         let built = (self.strategy.build)(BuildArgs {
             hash: self.hash,
             live: &nodes,
+            slots: self.slots.as_ref(),
         });
         self.whole.store(nodes.len() == self.nodes.len(), Relaxed);
         self.current.store(Arc::new(built));
@@ -127,6 +136,18 @@ impl Routing {
         match &self.current {
             None => Ok(0),
             Some(d) => d.dispatch(route_key(self.tag, key)),
+        }
+    }
+
+    /// `redis_cluster`: the server index and the slot of `key`.
+    #[inline]
+    pub fn dispatch_slot(&self, key: &[u8]) -> Result<(usize, Option<u16>), NoServer> {
+        match &self.current {
+            None => Ok((0, None)),
+            Some(d) => {
+                let k = route_key(self.tag, key);
+                Ok((d.dispatch(k)?, d.slot(k)))
+            }
         }
     }
 }
@@ -173,7 +194,13 @@ mod tests {
     #[test]
     fn rebuild_moves_keys_off_dead_servers_and_back() {
         let s = dist::strategy("ketama").unwrap_or_else(|| dist::default_strategy());
-        let r = Router::new(s, HashFn::Md5, None, nodes(&[("a", 1), ("b", 1), ("c", 1)]));
+        let r = Router::new(
+            s,
+            HashFn::Md5,
+            None,
+            nodes(&[("a", 1), ("b", 1), ("c", 1)]),
+            None,
+        );
         let keys: Vec<String> = (0..300).map(|i| format!("k{i}")).collect();
         let before: Vec<_> = keys.iter().map(|k| r.dispatch(k.as_bytes())).collect();
         r.rebuild(|i| i != 1);

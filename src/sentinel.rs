@@ -62,6 +62,11 @@ pub enum News {
         server: String,
         replicas: Vec<ServerAddr>,
     },
+    /// A cluster pool's slot map ([`crate::cluster`]).
+    Cluster {
+        pool: String,
+        topology: crate::dist::cluster::Topology,
+    },
 }
 
 /// What one pool's follower needs.

@@ -34,11 +34,21 @@ pub struct PoolShared {
     /// Per server (in server order): the replicas Sentinel names, that
     /// were found healthy ([`crate::sentinel`]); read from with `read_from`.
     pub replicas: Vec<Vec<ServerAddr>>,
+    /// `redis_cluster`: rung by workers when the slot map looks stale (a
+    /// `MOVED`, a node that fails); the follower refreshes it
+    /// ([`crate::cluster`]). The same across versions.
+    pub cluster_refresh: Arc<tokio::sync::Notify>,
 }
 
 impl PoolShared {
     pub fn new(conf: PoolConf) -> PoolShared {
-        let router = Router::new(conf.distribution, conf.hash, conf.hash_tag, conf.nodes());
+        let router = Router::new(
+            conf.distribution,
+            conf.hash,
+            conf.hash_tag,
+            conf.nodes(),
+            conf.cluster_slots.clone(),
+        );
         let health = Arc::new(PoolHealth::new(
             conf.auto_eject_hosts,
             conf.server_failure_limit,
@@ -53,6 +63,7 @@ impl PoolShared {
             clients: Arc::default(),
             listening: Arc::default(),
             replicas,
+            cluster_refresh: Arc::default(),
         }
     }
 
@@ -69,6 +80,7 @@ impl PoolShared {
         let mut next = PoolShared::new(conf);
         next.clients = prev.clients.clone();
         next.listening = prev.listening.clone();
+        next.cluster_refresh = prev.cluster_refresh.clone();
         next.health.ejects.store(
             prev.health.ejects.load(Ordering::Relaxed),
             Ordering::Relaxed,

@@ -54,13 +54,23 @@ pub fn plan<'k>(
     };
     // Parts in order of first appearance; `Range::end` counts keys for now.
     let routing = router.routing();
+    // `redis_cluster`: a part per slot (a node refuses keys of two slots in
+    // one command); several parts may go to the same node.
+    let mut by_slot: Option<std::collections::HashMap<u16, u32>> = None;
     for key in keys {
-        let idx = routing.dispatch(key).map_err(|e| (key, e))?;
-        if part_of[idx] == u32::MAX {
-            part_of[idx] = plan.parts.len() as u32;
+        let (idx, slot) = routing.dispatch_slot(key).map_err(|e| (key, e))?;
+        let at = match slot {
+            None => &mut part_of[idx],
+            Some(s) => by_slot
+                .get_or_insert_with(Default::default)
+                .entry(s)
+                .or_insert(u32::MAX),
+        };
+        if *at == u32::MAX {
+            *at = plan.parts.len() as u32;
             plan.parts.push((idx, 0..0));
         }
-        let p = part_of[idx];
+        let p = *at;
         plan.parts[p as usize].1.end += 1;
         plan.order.push(p);
     }

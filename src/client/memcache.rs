@@ -135,7 +135,10 @@ fn handle(s: &mut Session, req: Bytes, r: &Request) {
 
 fn route_error(s: &mut Session, key: &[u8], e: NoServer) {
     match e {
-        NoServer::AllEjected => s.forward_error(ErrKind::Refused.memcache_reply()),
+        // (No memcache pool has slots.)
+        NoServer::AllEjected | NoServer::NoSlotOwner => {
+            s.forward_error(ErrKind::Refused.memcache_reply())
+        }
         NoServer::Unroutable => {
             let msg = format!("SERVER_ERROR {}\r\n", unroutable(s, key));
             s.forward_error(msg);

@@ -309,6 +309,10 @@ fn no_server(s: &Session, key: &[u8], e: NoServer) -> NoRoute {
     let reply = match e {
         NoServer::AllEjected => ErrKind::Refused.redis_reply(),
         NoServer::Unroutable => Bytes::from(format!("-ERR {}\r\n", unroutable(s, key))),
+        NoServer::NoSlotOwner => Bytes::from(format!(
+            "-CLUSTERDOWN Hash slot {} not served (as far as the proxy knows the cluster)\r\n",
+            crate::dist::cluster::key_slot(key)
+        )),
     };
     NoRoute {
         reply,

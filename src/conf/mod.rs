@@ -198,6 +198,12 @@ pub struct PoolConf {
     pub servers: Vec<ServerConf>,
     /// TLS on either side.
     pub tls: TlsConf,
+    /// `redis_cluster`: the seed nodes as written (`servers` then holds the
+    /// cluster's masters, as the proxy last learned them).
+    pub seeds: Vec<ServerAddr>,
+    /// `redis_cluster`: the slot map over `servers` (slot → index), `None`
+    /// until the cluster has been asked.
+    pub cluster_slots: Option<std::sync::Arc<Vec<u16>>>,
     /// The certificates and keys `tls` names, read and checked
     /// ([`crate::tls::attach`]); `None` without TLS.
     pub tls_loaded: Option<std::sync::Arc<crate::tls::PoolTls>>,
@@ -786,14 +792,72 @@ fn build_pool(p: &RawPool) -> Result<PoolConf, PoolError> {
             }
         },
     };
+    let cluster = distribution.name == "redis_cluster";
+    if cluster {
+        let no = |key: &str, msg: String| PoolError {
+            line: Some(p.name.line),
+            key: Some(key.into()),
+            msg,
+        };
+        if !redis {
+            return Err(no(
+                "distribution",
+                "redis_cluster is for redis pools (add \"redis: true\")".into(),
+            ));
+        }
+        if d.hash_tag.is_some_and(|t| t != *b"{}") {
+            return Err(no(
+                "hash_tag",
+                "does not apply to redis_cluster: the cluster's own hash tags, \"{}\", always apply (remove it)".into(),
+            ));
+        }
+        if let Some((s, line)) = d.servers.iter().find(|(s, _)| s.weight != 1) {
+            return Err(PoolError {
+                line: Some(*line),
+                key: Some("servers".into()),
+                msg: format!(
+                    "\"{}\": weights do not apply to redis_cluster (the cluster places keys by slot): write :1",
+                    s.spec
+                ),
+            });
+        }
+        if d.auto_eject_hosts == Some(true) {
+            return Err(no(
+                "auto_eject_hosts",
+                "does not apply to redis_cluster: the cluster fails over by itself".into(),
+            ));
+        }
+        if !d.sentinels.is_empty() {
+            return Err(no(
+                "sentinels",
+                "do not apply to redis_cluster: the cluster fails over by itself".into(),
+            ));
+        }
+        if let Some((s, line)) = d
+            .servers
+            .iter()
+            .find(|(s, _)| !matches!(s.addr, ServerAddr::Tcp { .. }))
+        {
+            return Err(PoolError {
+                line: Some(*line),
+                key: Some("servers".into()),
+                msg: format!("\"{}\": cluster nodes are reached over TCP", s.spec),
+            });
+        }
+    }
     let mut servers: Vec<ServerConf> = d.servers.into_iter().map(|(s, _)| s).collect();
     servers.sort_by(|a, b| name_order(&a.name, &b.name));
+    let seeds = if cluster {
+        servers.iter().map(|s| s.addr.clone()).collect()
+    } else {
+        Vec::new()
+    };
     let conf = PoolConf {
         name: p.name.text.clone(),
         listen_spec,
         listen,
         hash,
-        hash_tag: d.hash_tag,
+        hash_tag: if cluster { Some(*b"{}") } else { d.hash_tag },
         distribution,
         timeout: d
             .timeout
@@ -824,6 +888,8 @@ fn build_pool(p: &RawPool) -> Result<PoolConf, PoolError> {
         reuseport: d.reuseport.unwrap_or(false),
         servers,
         tls,
+        seeds,
+        cluster_slots: None,
         tls_loaded: None,
     };
     (distribution.validate)(&conf.nodes()).map_err(|msg| PoolError {

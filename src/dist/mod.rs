@@ -9,6 +9,7 @@
 //!
 //! Pure code: no I/O, no tokio.
 
+pub mod cluster;
 pub mod ketama;
 pub mod modula;
 pub mod random;
@@ -51,6 +52,9 @@ pub enum NoServer {
     /// The strategy found no server for this key (e.g. `server_name` with a token
     /// that names no server).
     Unroutable,
+    /// `redis_cluster`: no master serves the key's slot (as the proxy knows
+    /// the slot map).
+    NoSlotOwner,
 }
 
 /// A built distribution: maps a routing key to a server index.
@@ -59,6 +63,13 @@ pub enum NoServer {
 pub trait Distributor: Send + Sync + fmt::Debug {
     /// Picks the server index for `key`.
     fn dispatch(&self, key: RouteKey<'_>) -> Result<usize, NoServer>;
+
+    /// `redis_cluster`: the key's slot. A multi-key request is split per
+    /// slot, not per server, where the strategy has slots (a cluster node
+    /// refuses keys of several slots in one command).
+    fn slot(&self, _key: RouteKey<'_>) -> Option<u16> {
+        None
+    }
 }
 
 /// The inputs every strategy's `build` gets.
@@ -68,6 +79,8 @@ pub struct BuildArgs<'a> {
     pub hash: HashFn,
     /// The live servers, in server index order.
     pub live: &'a [Node],
+    /// `redis_cluster`: the slot map (slot → server index).
+    pub slots: Option<&'a std::sync::Arc<Vec<u16>>>,
 }
 
 /// A registered strategy: its configuration name and how to build and check it.
@@ -115,6 +128,12 @@ pub static STRATEGIES: &[Strategy] = &[
         own_hash: Some("server_name"),
         validate: server_name::validate,
         build: server_name::build,
+    },
+    Strategy {
+        name: "redis_cluster",
+        own_hash: Some("crc16"),
+        validate: cluster::validate,
+        build: cluster::build,
     },
 ];
 

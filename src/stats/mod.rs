@@ -105,6 +105,8 @@ pub struct Reloads {
     pub loaded_at: std::sync::atomic::AtomicU64,
     /// Sentinel failovers followed.
     pub failovers: std::sync::atomic::AtomicU64,
+    /// Cluster slot maps that changed a pool's routing.
+    pub slot_maps: std::sync::atomic::AtomicU64,
     /// Per sentinel followed: (pool, address, subscribed to it now).
     pub sentinels: std::sync::Mutex<Vec<(String, String, Arc<std::sync::atomic::AtomicBool>)>>,
 }

@@ -64,6 +64,29 @@ impl Val {
         }
     }
 
+    /// A flat `[key, value, …]` array's value for `key`, whatever its type.
+    pub fn get(&self, key: &str) -> Option<&Val> {
+        let Val::Arr(v) = self else { return None };
+        v.chunks(2)
+            .find(|kv| kv[0].str() == Some(key))
+            .and_then(|kv| kv.get(1))
+    }
+
+    pub fn int(&self) -> Option<i64> {
+        match self {
+            Val::Int(i) => Some(*i),
+            Val::Str(s) => s.parse().ok(),
+            _ => None,
+        }
+    }
+
+    pub fn items(&self) -> &[Val] {
+        match self {
+            Val::Arr(v) => v,
+            _ => &[],
+        }
+    }
+
     /// A flat `[key, value, …]` array's value for `key`.
     pub fn field(&self, key: &str) -> Option<&str> {
         let Val::Arr(v) = self else { return None };
