@@ -68,6 +68,9 @@ impl std::fmt::Display for Addr {
     }
 }
 
+/// A master, its replicas, and its slot ranges (first, last).
+type Shard = (Addr, Vec<Addr>, Vec<(u16, u16)>);
+
 /// What the cluster says it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -86,7 +89,7 @@ impl Topology {
     }
 
     /// Builds the topology from (master, replicas, slot ranges) entries.
-    fn from_entries(entries: Vec<(Addr, Vec<Addr>, Vec<(u16, u16)>)>) -> Topology {
+    fn from_entries(entries: Vec<Shard>) -> Topology {
         let mut masters: Vec<Addr> = entries.iter().map(|(m, _, _)| m.clone()).collect();
         masters.sort();
         masters.dedup();

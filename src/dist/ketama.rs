@@ -229,6 +229,7 @@ mod tests {
         let d = build(BuildArgs {
             hash: HashFn::Md5,
             live: &[],
+            slots: None,
         });
         assert_eq!(
             d.dispatch(RouteKey {

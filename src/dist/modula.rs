@@ -49,6 +49,7 @@ mod tests {
         let d = build(BuildArgs {
             hash: HashFn::Md5,
             live: &live,
+            slots: None,
         });
         // md5("apple") = 3195025439; % 3 = 2 -> slot 2 -> "b".
         assert_eq!(

@@ -41,6 +41,7 @@ mod tests {
         let d = build(BuildArgs {
             hash: HashFn::Md5,
             live: &live,
+            slots: None,
         });
         let mut seen = [0usize; 3];
         for _ in 0..1000 {

@@ -83,6 +83,7 @@ mod tests {
         let d = build(BuildArgs {
             hash: HashFn::Md5,
             live: &live,
+            slots: None,
         });
         assert_eq!(d.dispatch(key(b"r2:a", false)), Ok(1));
         assert_eq!(d.dispatch(key(b"r3", false)), Ok(2));
