@@ -55,7 +55,7 @@ fn dispatch(c: &mut Criterion) {
     for dist in ["ketama", "modula", "random"] {
         for h in [HashFn::Fnv1a_64, HashFn::Md5, HashFn::Murmur] {
             let Some(s) = strategy(dist) else { continue };
-            let router = Router::new(s, h, Some(*b"{}"), nodes(16));
+            let router = Router::new(s, h, Some(*b"{}"), nodes(16), None);
             g.bench_function(format!("{dist}/{}/16 servers", h.name()), |b| {
                 b.iter(|| {
                     let mut acc = 0usize;
@@ -76,7 +76,7 @@ fn dispatch(c: &mut Criterion) {
                 weight: 1,
             })
             .collect();
-        let router = Router::new(s, HashFn::Fnv1a_64, None, named);
+        let router = Router::new(s, HashFn::Fnv1a_64, None, named, None);
         let keys: Vec<Vec<u8>> = (0..1024)
             .map(|i| format!("r{}:user:{i}", i % 16).into_bytes())
             .collect();
