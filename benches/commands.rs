@@ -86,7 +86,7 @@ fn request_path(c: &mut Criterion) {
     let Some(ketama) = strategy("ketama") else {
         return;
     };
-    let router = Router::new(ketama, HashFn::Fnv1a_64, None, nodes);
+    let router = Router::new(ketama, HashFn::Fnv1a_64, None, nodes, None);
     let keys: Vec<String> = (0..10).map(|i| format!("user:{i}:session")).collect();
     let k: Vec<&str> = keys.iter().map(String::as_str).collect();
     let mget: Vec<&str> = std::iter::once("MGET").chain(k.iter().copied()).collect();

@@ -101,7 +101,7 @@ fn ketama_build(c: &mut Criterion) {
         g.bench_function(format!("{n} servers"), |b| {
             b.iter_batched(
                 || nodes(n),
-                |nodes| Router::new(s, HashFn::Md5, None, nodes),
+                |nodes| Router::new(s, HashFn::Md5, None, nodes, None),
                 BatchSize::LargeInput,
             )
         });

@@ -83,7 +83,13 @@ fn every_pool_orders_and_maps_like_nutcracker() {
                 );
             }
         }
-        let router = Router::new(pool.distribution, pool.hash, pool.hash_tag, pool.nodes());
+        let router = Router::new(
+            pool.distribution,
+            pool.hash,
+            pool.hash_tag,
+            pool.nodes(),
+            None,
+        );
         for m in p["mapping"].as_array().into_iter().flatten() {
             let key = m["key"].as_str().unwrap_or_default().as_bytes();
             let part = route_key(pool.hash_tag, key);
