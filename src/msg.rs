@@ -210,6 +210,8 @@ pub struct Slot {
     /// A read sent to a replica: where it goes if that fails (see
     /// [`Slot::on_error`]).
     retry: Cell<Option<Retry>>,
+    /// Cluster redirections followed so far.
+    hops: Cell<u8>,
 }
 
 impl std::fmt::Debug for Slot {
@@ -228,6 +230,7 @@ impl Slot {
             waker,
             countdown: None,
             retry: Cell::new(None),
+            hops: Cell::new(0),
         })
     }
 
@@ -239,7 +242,15 @@ impl Slot {
             waker,
             countdown: Some(countdown),
             retry: Cell::new(None),
+            hops: Cell::new(0),
         })
+    }
+
+    /// One more cluster redirection: how many so far, this one included.
+    pub fn hop(&self) -> u8 {
+        let n = self.hops.get().saturating_add(1);
+        self.hops.set(n);
+        n
     }
 
     /// Gives the request one more chance if it fails (an error outcome, not

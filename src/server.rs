@@ -45,6 +45,50 @@ pub struct Outgoing {
     pub data: Bytes,
     pub reply: ReplyTo,
     pub deadline: Option<Instant>,
+    /// A cluster redirection (`MOVED`, `ASK`, `TRYAGAIN`) of its reply may
+    /// send it elsewhere (shared-connection requests of cluster pools).
+    pub redirect: bool,
+}
+
+/// What a cluster node's error reply says to do with a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Redirection {
+    /// `-MOVED <slot> <host:port>`: the slot is served there now.
+    Moved(String),
+    /// `-ASK <slot> <host:port>`: this once, there, after `ASKING`.
+    Ask(String),
+    /// `-TRYAGAIN`: a multi-key request during a migration; again shortly.
+    TryAgain,
+}
+
+impl Redirection {
+    /// The redirection a reply asks for, if any.
+    pub fn of(reply: &[u8]) -> Option<Redirection> {
+        let line = reply.strip_suffix(b"\r\n")?;
+        let text = std::str::from_utf8(line.strip_prefix(b"-")?).ok()?;
+        let mut w = text.split(' ');
+        match w.next()? {
+            "MOVED" => Some(Redirection::Moved(w.nth(1)?.to_string())),
+            "ASK" => Some(Redirection::Ask(w.nth(1)?.to_string())),
+            "TRYAGAIN" => Some(Redirection::TryAgain),
+            _ => None,
+        }
+    }
+}
+
+/// Where a cluster pool's redirections go (implemented by the worker's
+/// pool, so this side needs no knowledge of pools).
+pub trait Redirect: std::fmt::Debug {
+    /// Sends `data` where `to` says (`from` answered it); `false` lets the
+    /// reply through to the client.
+    fn redirect(
+        &self,
+        to: Redirection,
+        from: &ServerAddr,
+        data: Bytes,
+        slot: Rc<Slot>,
+        dialect: Dialect,
+    ) -> bool;
 }
 
 /// Where server connections report their health (process-wide, see
@@ -77,6 +121,8 @@ pub struct Backend {
     pub worker: Arc<WorkerStats>,
     /// `server_tls`: how to reach the server over TLS.
     pub tls: Option<crate::tls::Connector>,
+    /// `redis_cluster`: where redirections go.
+    pub redirect: Option<Rc<dyn Redirect>>,
 }
 
 /// Which set of connections to a server a request uses. Redis clients that
@@ -105,6 +151,8 @@ pub struct ServerConn {
     sink: RefCell<Option<Rc<Sink>>>,
     /// Why the connection ended, once it has.
     failure: Cell<Option<ErrKind>>,
+    /// Which set of connections it belongs to.
+    dialect: Cell<Option<Dialect>>,
 }
 
 impl ServerConn {
@@ -321,8 +369,21 @@ impl ServerSlot {
                 data,
                 reply,
                 deadline,
+                redirect: false,
             },
             &self.backend.stats,
+        );
+    }
+
+    /// Queues `ASKING` and then the request, back to back on one shared
+    /// connection (a cluster's `ASK` redirection).
+    pub fn send_asking(&self, dialect: Dialect, data: Bytes, slot: Rc<Slot>) {
+        let asking = Bytes::from_static(b"*1\r\n$6\r\nASKING\r\n");
+        self.send_batch(
+            None,
+            dialect,
+            [(asking, ReplyTo::Swallow), (data, ReplyTo::Slot(slot))],
+            std::time::Instant::now(),
         );
     }
 
@@ -374,6 +435,7 @@ impl ServerSlot {
                 data,
                 reply: ReplyTo::Slot(slot),
                 deadline,
+                redirect: self.backend.redirect.is_some(),
             },
             &self.backend.stats,
         );
@@ -388,6 +450,7 @@ impl ServerSlot {
                 data,
                 reply: ReplyTo::Nothing,
                 deadline: None,
+                redirect: false,
             },
             &self.backend.stats,
         );
@@ -425,6 +488,7 @@ impl ServerSlot {
     /// Opens a connection: its preamble is queued first.
     fn open(&self, dialect: Dialect) -> Rc<ServerConn> {
         let c = Rc::new(ServerConn::default());
+        c.dialect.set(Some(dialect));
         c.draining.set(self.retired.get());
         c.alive.set(true);
         let deadline = self.backend.timeout.map(|t| Instant::now() + t);
@@ -434,6 +498,7 @@ impl ServerSlot {
                     data: p.clone(),
                     reply: ReplyTo::Swallow,
                     deadline,
+                    redirect: false,
                 },
                 &self.backend.stats,
             );
@@ -543,6 +608,8 @@ const SERVER_READ: usize = 16 * 1024;
 struct Inflight {
     /// None for the preamble, whose replies are swallowed.
     slot: Option<Rc<Slot>>,
+    /// The request, kept while a redirection may send it elsewhere.
+    data: Option<Bytes>,
     deadline: Option<Instant>,
     /// When it was taken off the queue to be written.
     sent: Instant,
@@ -604,6 +671,7 @@ impl Conn {
                             out_bytes += len as i64;
                             self.inflight.push_back(Inflight {
                                 slot,
+                                data: o.redirect.then(|| o.data.clone()),
                                 deadline: o.deadline,
                                 sent,
                                 bytes: len,
@@ -720,6 +788,16 @@ impl Conn {
                         return Err(ErrKind::Invalid);
                     }
                     backend.health.replied(backend.index);
+                    if let (Some(r), Some(data), Some(s)) = (&backend.redirect, &f.data, &f.slot) {
+                        if reply.first() == Some(&b'-') {
+                            if let Some(to) = Redirection::of(&reply) {
+                                let dialect = conn.dialect.get().unwrap_or(Dialect::Plain);
+                                if r.redirect(to, &backend.addr, data.clone(), s.clone(), dialect) {
+                                    continue;
+                                }
+                            }
+                        }
+                    }
                     if let Some(s) = f.slot {
                         st.get(F::Responses).incr();
                         st.get(F::ResponseBytes).add(reply.len() as i64);

@@ -118,6 +118,11 @@ impl PoolShared {
 
 impl HealthSink for PoolShared {
     fn failed(&self, server: usize) {
+        if !self.conf.seeds.is_empty() {
+            // A cluster node that fails: the map may have changed.
+            self.cluster_refresh.notify_one();
+            return;
+        }
         self.health.failed(&self.router, server);
     }
 
@@ -164,6 +169,9 @@ impl PoolCell {
         for r in prev.replicas.iter().flatten() {
             r.slot.retire();
         }
+        for (_, s) in prev.extra.borrow().iter() {
+            s.retire();
+        }
     }
 }
 
@@ -209,6 +217,131 @@ pub struct PoolLocal {
     pub replicas: Vec<Vec<Rc<Replica>>>,
     /// Round-robin position among a server's replicas.
     next_replica: std::cell::Cell<usize>,
+    /// `redis_cluster`: where this worker's redirections go (the same
+    /// across versions).
+    pub redirector: Option<Rc<Redirector>>,
+    /// `redis_cluster`: nodes a redirection named that the slot map does
+    /// not have yet, connected on demand.
+    extra: std::cell::RefCell<Vec<(String, Rc<ServerSlot>)>>,
+}
+
+/// Most cluster redirections one request follows.
+pub const MAX_REDIRECTS: u8 = 5;
+/// How long a request that got `TRYAGAIN` waits before it is sent again.
+pub const TRYAGAIN_DELAY: Duration = Duration::from_millis(50);
+
+/// A cluster pool's redirections in one worker: `MOVED` and `ASK` replies
+/// send the request to the node they name (and a `MOVED` asks for a new
+/// slot map); `TRYAGAIN` sends it again shortly. The client sees none of
+/// them, unless a request is redirected more than [`MAX_REDIRECTS`] times.
+#[derive(Debug)]
+pub struct Redirector {
+    cell: std::cell::RefCell<std::rc::Weak<PoolCell>>,
+    refresh: Arc<tokio::sync::Notify>,
+}
+
+impl Redirector {
+    fn new(shared: &PoolShared) -> Option<Rc<Redirector>> {
+        (!shared.conf.seeds.is_empty()).then(|| {
+            Rc::new(Redirector {
+                cell: Default::default(),
+                refresh: shared.cluster_refresh.clone(),
+            })
+        })
+    }
+}
+
+impl crate::server::Redirect for Redirector {
+    fn redirect(
+        &self,
+        to: crate::server::Redirection,
+        from: &ServerAddr,
+        data: Bytes,
+        slot: Rc<crate::msg::Slot>,
+        dialect: crate::server::Dialect,
+    ) -> bool {
+        use crate::server::Redirection as R;
+        let Some(cell) = self.cell.borrow().upgrade() else {
+            return false;
+        };
+        let pool = cell.current();
+        if slot.hop() > MAX_REDIRECTS {
+            slot.fill(Ok(Bytes::from(format!(
+                "-ERR the cluster redirected this request more than {MAX_REDIRECTS} times\r\n"
+            ))));
+            return true;
+        }
+        let kind = match &to {
+            R::Moved(_) => 0,
+            R::Ask(_) => 1,
+            R::TryAgain => 2,
+        };
+        pool.stats.redirects[kind].incr();
+        match to {
+            R::Moved(addr) => {
+                self.refresh.notify_one();
+                pool.node(&addr, |n| {
+                    n.send_in(dialect, data, slot, std::time::Instant::now())
+                });
+            }
+            R::Ask(addr) => pool.node(&addr, |n| n.send_asking(dialect, data, slot)),
+            R::TryAgain => {
+                let addr = from.to_string();
+                tokio::task::spawn_local(async move {
+                    tokio::time::sleep(TRYAGAIN_DELAY).await;
+                    let pool = cell.current();
+                    pool.node(&addr, |n| {
+                        n.send_in(dialect, data, slot, std::time::Instant::now())
+                    });
+                });
+            }
+        }
+        true
+    }
+}
+
+impl PoolLocal {
+    /// Runs `f` with the server slot of the node at `addr` (`host:port`):
+    /// a server of the slot map, or one connected on demand.
+    pub fn node(&self, addr: &str, f: impl FnOnce(&ServerSlot)) {
+        if let Some(s) = self.servers.iter().find(|s| s.name() == addr) {
+            return f(s);
+        }
+        let found = self
+            .extra
+            .borrow()
+            .iter()
+            .find(|(a, _)| a == addr)
+            .map(|(_, s)| s.clone());
+        let slot = match found {
+            Some(s) => s,
+            None => {
+                let Some((host, port)) = addr.rsplit_once(':') else {
+                    return;
+                };
+                let Ok(port) = port.parse() else { return };
+                let conf = ServerConf {
+                    spec: format!("{addr}:1"),
+                    name: addr.to_string(),
+                    named: false,
+                    addr: ServerAddr::Tcp {
+                        host: host.to_string(),
+                        port,
+                    },
+                    weight: 1,
+                };
+                let mut b = node(&self.shared, &conf, &self.worker);
+                b.redirect = self
+                    .redirector
+                    .clone()
+                    .map(|r| r as Rc<dyn crate::server::Redirect>);
+                let s = Rc::new(ServerSlot::new(b, self.shared.conf.server_connections));
+                self.extra.borrow_mut().push((addr.to_string(), s.clone()));
+                s
+            }
+        };
+        f(&slot)
+    }
 }
 
 /// A replica of a server, as one worker reads from it.
@@ -329,6 +462,7 @@ fn node(pool: &Arc<PoolShared>, s: &ServerConf, worker: &Arc<WorkerStats>) -> Ba
         stats: Arc::default(),
         worker: worker.clone(),
         tls: conf.tls_loaded.as_ref().and_then(|t| t.connector.clone()),
+        redirect: None,
     }
 }
 
@@ -371,6 +505,10 @@ fn local(
     stats: &Arc<WorkerStats>,
     prev: Option<&PoolLocal>,
 ) -> PoolLocal {
+    let redirector = match prev {
+        Some(p) => p.redirector.clone(),
+        None => Redirector::new(&shared),
+    };
     let servers = shared
         .conf
         .servers
@@ -381,11 +519,11 @@ fn local(
                 .and_then(|p| p.servers.iter().find(|x| x.name() == s.name))
                 .map(ServerSlot::pins)
                 .unwrap_or_default();
-            ServerSlot::new(
-                backend(&shared, i, s, &pool_stats, stats),
-                shared.conf.server_connections,
-            )
-            .with_pins(pins)
+            let mut b = backend(&shared, i, s, &pool_stats, stats);
+            b.redirect = redirector
+                .clone()
+                .map(|r| r as Rc<dyn crate::server::Redirect>);
+            ServerSlot::new(b, shared.conf.server_connections).with_pins(pins)
         })
         .collect();
     let replicas = shared
@@ -416,6 +554,8 @@ fn local(
         pinned: Default::default(),
         replicas,
         next_replica: Default::default(),
+        redirector,
+        extra: Default::default(),
     };
     if pool.shared.conf.preconnect {
         for s in &pool.servers {
@@ -428,6 +568,16 @@ fn local(
         }
     }
     pool
+}
+
+/// The cell of a pool's first version (its redirector, if any, learns it).
+fn new_cell(first: PoolLocal) -> Rc<PoolCell> {
+    let redirector = first.redirector.clone();
+    let cell = Rc::new(PoolCell::new(Rc::new(first)));
+    if let Some(r) = redirector {
+        *r.cell.borrow_mut() = Rc::downgrade(&cell);
+    }
+    cell
 }
 
 /// A pool in one worker: its versions' cell, and the accept loop of its
@@ -516,9 +666,7 @@ pub fn run(
                 .cloned()
                 .unwrap_or_else(|| Arc::new(PoolStats::new(shared.conf.servers.len())));
             let name = shared.conf.name.clone();
-            let cell = Rc::new(PoolCell::new(Rc::new(local(
-                shared, pool_stats, &stats, None,
-            ))));
+            let cell = new_cell(local(shared, pool_stats, &stats, None));
             let accepting = Accepting::start(listeners, cell.clone(), &tracker, &mut groups);
             live.push(WorkerPool {
                 name,
@@ -600,9 +748,7 @@ fn apply(
             }
             Change::Add(shared, listener, pool_stats) => {
                 let name = shared.conf.name.clone();
-                let cell = Rc::new(PoolCell::new(Rc::new(local(
-                    shared, pool_stats, stats, None,
-                ))));
+                let cell = new_cell(local(shared, pool_stats, stats, None));
                 let accepting = Accepting::start(vec![listener], cell.clone(), tracker, groups);
                 live.push(WorkerPool {
                     name,

@@ -5,6 +5,8 @@
 
 mod support;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use support::{resp, shardproxy, start, within, Conn, Proc, Value};
 
 /// A cluster of `n` nodes (masters and, with `replicas`, one replica each).
@@ -235,4 +237,225 @@ fn dash_t_says_what_does_not_apply() {
         assert!(!ok, "accepted: {text}");
         assert!(err.contains(want), "{want} not in {err}");
     }
+}
+
+/// The node ids of the masters, by port.
+fn master_ids(c: &Cluster) -> Vec<(u16, String)> {
+    c.slots()
+        .iter()
+        .map(|s| s.2)
+        .collect::<std::collections::BTreeSet<u16>>()
+        .into_iter()
+        .map(|p| (p, Conn::new(p).value(&[b"CLUSTER", b"MYID"]).text()))
+        .collect()
+}
+
+/// Clients that write and read their own keys through the proxy, all
+/// along, checking every value; (requests, errors, wrong values) when
+/// stopped.
+fn load(
+    port: u16,
+    clients: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<std::thread::JoinHandle<(u64, Vec<String>)>> {
+    (0..clients)
+        .map(|t| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut k = Conn::new(port);
+                let mut last = vec![0u64; 500];
+                let (mut n, mut bad) = (0u64, Vec::new());
+                let end = std::time::Instant::now() + std::time::Duration::from_secs(120);
+                let mut i = 0usize;
+                while !stop.load(Ordering::Relaxed) && std::time::Instant::now() < end {
+                    let slot = i % last.len();
+                    let key = format!("load:{t}:{slot}");
+                    let next = last[slot] + 1;
+                    let set = k.cmd(&[b"SET", key.as_bytes(), next.to_string().as_bytes()]);
+                    if set != b"+OK\r\n" {
+                        bad.push(format!("SET {key}: {}", String::from_utf8_lossy(&set)));
+                    } else {
+                        last[slot] = next;
+                    }
+                    let got = k.cmd(&[b"GET", key.as_bytes()]);
+                    let want = format!("${}\r\n{}\r\n", last[slot].to_string().len(), last[slot]);
+                    if got != want.as_bytes() {
+                        bad.push(format!(
+                            "GET {key}: {} (want {})",
+                            String::from_utf8_lossy(&got),
+                            last[slot]
+                        ));
+                    }
+                    n += 2;
+                    i += 1;
+                }
+                (n, bad)
+            })
+        })
+        .collect()
+}
+
+fn redirects(p: &Proc, kind: &str) -> i64 {
+    let (_, m) = p.http_get("/metrics");
+    m.lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!(
+                "shardproxy_cluster_redirects_total{{pool=\"orders\",kind=\"{kind}\"}} "
+            ))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(-1)
+}
+
+/// `redis-cli --cluster reshard` of 3,000 slots while four clients write and
+/// read through the proxy: every ASK and MOVED is absorbed — zero errors,
+/// zero wrong values.
+#[test]
+fn resharding_under_load_loses_nothing() {
+    let c = Cluster::new(6, 1);
+    let p = c.proxy("");
+    let ids = master_ids(&c);
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = load(p.port, 4, stop.clone());
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "reshard", &format!("127.0.0.1:{}", ids[0].0)])
+        .args(["--cluster-from", &ids[0].1, "--cluster-to", &ids[1].1])
+        .args(["--cluster-slots", "3000", "--cluster-yes"])
+        .output()
+        .unwrap_or_else(|e| panic!("redis-cli: {e}"));
+    assert!(
+        out.status.success(),
+        "reshard: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    stop.store(true, Ordering::Relaxed);
+    let (mut n, mut bad) = (0, Vec::new());
+    for t in clients {
+        let (a, b) = t.join().unwrap_or_else(|_| panic!("a client panicked"));
+        n += a;
+        bad.extend(b);
+    }
+    let (moved, ask) = (redirects(&p, "moved"), redirects(&p, "ask"));
+    println!(
+        "3,000 slots resharded under load: {n} requests, {} errors or wrong values; {moved} MOVED and {ask} ASK absorbed",
+        bad.len()
+    );
+    assert!(bad.is_empty(), "{:?}", &bad[..bad.len().min(5)]);
+    assert!(n > 1000);
+    assert!(moved + ask > 0, "no redirection was needed?");
+    // The proxy's map follows: the resharded slots go straight to their new
+    // master (no more redirections).
+    within(15, "the slot map is refreshed", || {
+        let before = redirects(&p, "moved") + redirects(&p, "ask");
+        let mut k = Conn::new(p.port);
+        for i in 0..300 {
+            let key = format!("after:{i}");
+            assert_eq!(k.cmd(&[b"SET", key.as_bytes(), b"1"]), b"+OK\r\n");
+        }
+        redirects(&p, "moved") + redirects(&p, "ask") == before
+    });
+}
+
+/// One slot migrated by hand, step by step: while it migrates, the source
+/// answers `ASK` for keys it no longer has (the proxy sends `ASKING` and the
+/// command to the target); once it has moved, `MOVED` (the proxy follows
+/// and refreshes its map). The client sees values, never a redirection.
+#[test]
+fn ask_and_moved_are_followed() {
+    let c = Cluster::new(3, 0);
+    let p = c.proxy("");
+    let mut k = Conn::new(p.port);
+    assert_eq!(k.cmd(&[b"SET", b"{m}a", b"1"]), b"+OK\r\n");
+    let slots = c.slots();
+    let slot = shardproxy::dist::cluster::key_slot(b"{m}a").to_string();
+    let src = c.owner(&slots, b"{m}a");
+    let ids = master_ids(&c);
+    let id = |port: u16| {
+        ids.iter()
+            .find(|(p, _)| *p == port)
+            .map(|(_, i)| i.clone())
+            .unwrap_or_else(|| panic!("no id for {port}"))
+    };
+    let dst = ids
+        .iter()
+        .map(|(p, _)| *p)
+        .find(|p| *p != src)
+        .unwrap_or_else(|| panic!("one master"));
+    let (src_id, dst_id) = (id(src), id(dst));
+    let ok = |port: u16, args: &[&[u8]]| {
+        let r = Conn::new(port).cmd(args);
+        assert_eq!(r, b"+OK\r\n", "{}", String::from_utf8_lossy(&r));
+    };
+    ok(
+        dst,
+        &[
+            b"CLUSTER",
+            b"SETSLOT",
+            slot.as_bytes(),
+            b"IMPORTING",
+            src_id.as_bytes(),
+        ],
+    );
+    ok(
+        src,
+        &[
+            b"CLUSTER",
+            b"SETSLOT",
+            slot.as_bytes(),
+            b"MIGRATING",
+            dst_id.as_bytes(),
+        ],
+    );
+    ok(
+        src,
+        &[
+            b"MIGRATE",
+            b"127.0.0.1",
+            dst.to_string().as_bytes(),
+            b"{m}a",
+            b"0",
+            b"5000",
+        ],
+    );
+    // The key is on the target now; the source answers ASK.
+    assert_eq!(k.cmd(&[b"GET", b"{m}a"]), b"$1\r\n1\r\n");
+    assert_eq!(k.cmd(&[b"SET", b"{m}b", b"2"]), b"+OK\r\n");
+    assert_eq!(Conn::new(dst).cmd(&[b"ASKING"]), b"+OK\r\n");
+    assert!(redirects(&p, "ask") >= 2, "{}", redirects(&p, "ask"));
+    // The slot moves for good: MOVED from the source.
+    for node in [src, dst] {
+        ok(
+            node,
+            &[
+                b"CLUSTER",
+                b"SETSLOT",
+                slot.as_bytes(),
+                b"NODE",
+                dst_id.as_bytes(),
+            ],
+        );
+    }
+    let third = ids.iter().map(|(p, _)| *p).find(|p| *p != src && *p != dst);
+    if let Some(t) = third {
+        ok(
+            t,
+            &[
+                b"CLUSTER",
+                b"SETSLOT",
+                slot.as_bytes(),
+                b"NODE",
+                dst_id.as_bytes(),
+            ],
+        );
+    }
+    let mget = k.cmd(&[b"MGET", b"{m}a", b"{m}b"]);
+    assert_eq!(mget, b"*2\r\n$1\r\n1\r\n$1\r\n2\r\n");
+    within(15, "the proxy's map says where the slot is", || {
+        let before = redirects(&p, "moved");
+        k.cmd(&[b"GET", b"{m}a"]) == b"$1\r\n1\r\n" && redirects(&p, "moved") == before
+    });
+    assert!(redirects(&p, "moved") >= 1);
 }

@@ -116,6 +116,7 @@ mod tests {
             threads: 1,
             reloads: (0, 0),
             failovers: 0,
+            slot_maps: 0,
             sentinels: Vec::new(),
             config: (0, 0),
             pools: vec![
@@ -124,6 +125,7 @@ mod tests {
                     m: [6, 0, 1, 0, 0, 0],
                     latency: Default::default(),
                     security: [0; 3],
+                    redirects: [0; 3],
                     listening: true,
                     servers: vec![
                         server("beta_node", [0, 0, 0, 1, 0, 11, 304, 11, 109, 0, 0, 0, 0]),
@@ -135,6 +137,7 @@ mod tests {
                     m: [1, 0, 0, 0, 0, 0],
                     latency: Default::default(),
                     security: [0; 3],
+                    redirects: [0; 3],
                     listening: true,
                     servers: vec![server(
                         "127.0.0.1:21211",
@@ -159,6 +162,7 @@ mod tests {
             threads: 1,
             reloads: (0, 0),
             failovers: 0,
+            slot_maps: 0,
             sentinels: Vec::new(),
             config: (0, 0),
             pools: vec![],

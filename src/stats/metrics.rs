@@ -179,6 +179,8 @@ pub struct PoolStats {
     pub latency: [Histogram; 4],
     /// Connections closed as attacks, per [`crate::proto::guard::Attack`].
     pub security: [Metric; 3],
+    /// `redis_cluster`: redirections followed: `MOVED`, `ASK`, `TRYAGAIN`.
+    pub redirects: [Metric; 3],
     /// Per server, in the pool's server order. A reload replaces the list
     /// (a server keeps its metrics under its name).
     pub servers: arc_swap::ArcSwap<Vec<Arc<ServerStats>>>,
@@ -190,6 +192,7 @@ impl PoolStats {
             m: Default::default(),
             latency: Default::default(),
             security: Default::default(),
+            redirects: Default::default(),
             servers: arc_swap::ArcSwap::from_pointee(
                 (0..servers).map(|_| Arc::default()).collect(),
             ),

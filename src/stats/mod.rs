@@ -260,6 +260,7 @@ impl Registry {
                 self.reloads.error.load(Relaxed),
             ),
             failovers: self.reloads.failovers.load(Relaxed),
+            slot_maps: self.reloads.slot_maps.load(Relaxed),
             sentinels: self
                 .reloads
                 .sentinels
@@ -281,6 +282,7 @@ impl Registry {
                     m: [0; POOL_FIELDS],
                     latency: Default::default(),
                     security: [0; 3],
+                    redirects: [0; 3],
                     listening: p.listening.load(Relaxed) > 0,
                     servers: p
                         .servers
@@ -310,6 +312,9 @@ impl Registry {
                 }
                 for (a, h) in ps.latency.iter_mut().zip(&pw.latency) {
                     h.add_to(a);
+                }
+                for (a, m) in ps.redirects.iter_mut().zip(&pw.redirects) {
+                    *a += m.get();
                 }
                 for (a, m) in ps.security.iter_mut().zip(&pw.security) {
                     *a += m.get();
@@ -349,6 +354,8 @@ pub struct Snapshot {
     pub reloads: (u64, u64),
     /// Sentinel failovers followed.
     pub failovers: u64,
+    /// Cluster slot maps that changed a pool's routing.
+    pub slot_maps: u64,
     /// (pool, sentinel address, subscribed to it now).
     pub sentinels: Vec<(String, String, bool)>,
     /// The loaded configuration file's FNV-1a 64 and the Unix time it was
@@ -365,6 +372,8 @@ pub struct PoolSnap {
     pub latency: [HistogramSum; 4],
     /// Connections closed as attacks, per [`crate::proto::guard::Attack`].
     pub security: [i64; 3],
+    /// `redis_cluster`: redirections followed (`MOVED`, `ASK`, `TRYAGAIN`).
+    pub redirects: [i64; 3],
     pub listening: bool,
     pub servers: Vec<ServerSnap>,
 }

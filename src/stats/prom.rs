@@ -214,6 +214,23 @@ impl Scrape {
         )?;
         family(
             enc,
+            "shardproxy_cluster_slot_map_changes",
+            "Redis Cluster slot maps that changed a pool's routing (a resharding, a failover, a node added or removed).",
+            [(vec![], Val::Counter(s.slot_maps as i64))],
+        )?;
+        family(
+            enc,
+            "shardproxy_cluster_redirects",
+            "Redis Cluster redirections the proxy followed for its clients, by kind (moved, ask, tryagain).",
+            s.pools.iter().flat_map(|p| {
+                ["moved", "ask", "tryagain"]
+                    .iter()
+                    .zip(p.redirects)
+                    .map(move |(k, n)| (vec![("pool", p.name.as_str()), ("kind", *k)], Val::Counter(n)))
+            }),
+        )?;
+        family(
+            enc,
             "shardproxy_sentinel_up",
             "1 while the proxy is subscribed to the sentinel (it hears its announcements).",
             s.sentinels.iter().map(|(p, a, up)| {
