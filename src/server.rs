@@ -59,6 +59,9 @@ pub enum Redirection {
     Ask(String),
     /// `-TRYAGAIN`: a multi-key request during a migration; again shortly.
     TryAgain,
+    /// `-CLUSTERDOWN`: the reply goes to the client, but the slot map may
+    /// have changed.
+    Down,
 }
 
 impl Redirection {
@@ -71,6 +74,7 @@ impl Redirection {
             "MOVED" => Some(Redirection::Moved(w.nth(1)?.to_string())),
             "ASK" => Some(Redirection::Ask(w.nth(1)?.to_string())),
             "TRYAGAIN" => Some(Redirection::TryAgain),
+            "CLUSTERDOWN" => Some(Redirection::Down),
             _ => None,
         }
     }

@@ -265,17 +265,21 @@ impl crate::server::Redirect for Redirector {
             return false;
         };
         let pool = cell.current();
+        let kind = match &to {
+            R::Moved(_) => 0,
+            R::Ask(_) => 1,
+            R::TryAgain => 2,
+            R::Down => {
+                self.refresh.notify_one();
+                return false;
+            }
+        };
         if slot.hop() > MAX_REDIRECTS {
             slot.fill(Ok(Bytes::from(format!(
                 "-ERR the cluster redirected this request more than {MAX_REDIRECTS} times\r\n"
             ))));
             return true;
         }
-        let kind = match &to {
-            R::Moved(_) => 0,
-            R::Ask(_) => 1,
-            R::TryAgain => 2,
-        };
         pool.stats.redirects[kind].incr();
         match to {
             R::Moved(addr) => {
@@ -285,6 +289,7 @@ impl crate::server::Redirect for Redirector {
                 });
             }
             R::Ask(addr) => pool.node(&addr, |n| n.send_asking(dialect, data, slot)),
+            R::Down => return false,
             R::TryAgain => {
                 let addr = from.to_string();
                 tokio::task::spawn_local(async move {

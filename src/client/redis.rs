@@ -309,10 +309,14 @@ fn no_server(s: &Session, key: &[u8], e: NoServer) -> NoRoute {
     let reply = match e {
         NoServer::AllEjected => ErrKind::Refused.redis_reply(),
         NoServer::Unroutable => Bytes::from(format!("-ERR {}\r\n", unroutable(s, key))),
-        NoServer::NoSlotOwner => Bytes::from(format!(
-            "-CLUSTERDOWN Hash slot {} not served (as far as the proxy knows the cluster)\r\n",
-            crate::dist::cluster::key_slot(key)
-        )),
+        NoServer::NoSlotOwner => {
+            // The map may be stale (a failover under way): ask again.
+            s.pool.shared.cluster_refresh.notify_one();
+            Bytes::from(format!(
+                "-CLUSTERDOWN Hash slot {} not served (as far as the proxy knows the cluster)\r\n",
+                crate::dist::cluster::key_slot(key)
+            ))
+        }
     };
     NoRoute {
         reply,
