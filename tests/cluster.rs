@@ -7,7 +7,7 @@ mod support;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use support::{resp, shardproxy, start, within, Conn, Proc, Value};
+use support::{resp, shardproxy, within, Conn, Proc, Value};
 
 /// A cluster of `n` nodes (masters and, with `replicas`, one replica each).
 struct Cluster {
@@ -20,7 +20,14 @@ impl Cluster {
         support::require("redis-cli");
         let nodes: Vec<Proc> = (0..n)
             .map(|_| {
-                start("redis-server", |port, dir| {
+                // The cluster bus listens on port + 10000.
+                let pick = || loop {
+                    let p = support::free_port();
+                    if p < 55536 {
+                        return ("127.0.0.1".to_string(), p);
+                    }
+                };
+                support::start_on("redis-server", pick, |_, port, dir| {
                     let mut c = Command::new("redis-server");
                     c.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                         .args(["--save", "", "--appendonly", "no"])

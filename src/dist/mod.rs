@@ -131,7 +131,7 @@ pub static STRATEGIES: &[Strategy] = &[
     },
     Strategy {
         name: "redis_cluster",
-        own_hash: Some("crc16"),
+        own_hash: Some("redis_cluster"),
         validate: cluster::validate,
         build: cluster::build,
     },
