@@ -209,27 +209,45 @@ impl Reloader {
             return;
         };
         let prev = self.pools[index].clone();
-        if crate::cluster::routes_as(&prev.conf, t) {
+        let replicas: Vec<Vec<crate::conf::ServerAddr>> = t
+            .replicas
+            .iter()
+            .map(|rs| {
+                rs.iter()
+                    .map(|a| crate::conf::ServerAddr::Tcp {
+                        host: a.host.clone(),
+                        port: a.port,
+                    })
+                    .collect()
+            })
+            .collect();
+        if crate::cluster::routes_as(&prev.conf, t) && prev.replicas == replicas {
             return;
         }
         let conf = crate::cluster::apply(&prev.conf, t);
-        tracing::info!(
-            "pool '{pool}': cluster slot map changed: {} masters ({}), {} of 16384 slots served",
-            t.masters.len(),
-            t.masters
-                .iter()
-                .map(|m| m.to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
-            t.covered()
-        );
-        self.registry.reloads.slot_maps.fetch_add(1, Relaxed);
+        if crate::cluster::routes_as(&prev.conf, t) {
+            tracing::info!("pool '{pool}': the cluster's replicas changed");
+        } else {
+            tracing::info!(
+                "pool '{pool}': cluster slot map changed: {} masters ({}), {} of 16384 slots served",
+                t.masters.len(),
+                t.masters
+                    .iter()
+                    .map(|m| m.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                t.covered()
+            );
+            self.registry.reloads.slot_maps.fetch_add(1, Relaxed);
+        }
         let plans = self
             .pools
             .iter()
             .map(|p| {
                 if p.conf.name == pool {
-                    Plan::Update(Arc::new(PoolShared::succeed(conf.clone(), &prev)))
+                    let mut next = PoolShared::succeed(conf.clone(), &prev);
+                    next.replicas = replicas.clone();
+                    Plan::Update(Arc::new(next))
                 } else {
                     Plan::Same(p.clone())
                 }

@@ -429,6 +429,12 @@ fn replica_backend(
     let mut b = node(pool, s, worker);
     b.addr = addr.clone();
     b.name = format!("{} replica {addr}", s.name);
+    if !pool.conf.seeds.is_empty() {
+        // A cluster replica serves reads only on a READONLY connection.
+        for p in b.preamble.iter_mut() {
+            p.push(command(&[b"READONLY"]));
+        }
+    }
     b
 }
 
@@ -540,11 +546,12 @@ fn local(
             addrs
                 .iter()
                 .map(|a| {
+                    let mut b = replica_backend(&shared, s, a, stats);
+                    b.redirect = redirector
+                        .clone()
+                        .map(|r| r as Rc<dyn crate::server::Redirect>);
                     Rc::new(Replica {
-                        slot: ServerSlot::new(
-                            replica_backend(&shared, s, a, stats),
-                            shared.conf.server_connections,
-                        ),
+                        slot: ServerSlot::new(b, shared.conf.server_connections),
                         down_until: Default::default(),
                     })
                 })

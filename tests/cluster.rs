@@ -103,6 +103,11 @@ impl Cluster {
     }
 
     fn proxy(&self, extra: &str) -> Proc {
+        self.proxy_with(2000, extra)
+    }
+
+    /// A proxy with this `timeout` (ms).
+    fn proxy_with(&self, timeout: u32, extra: &str) -> Proc {
         let seeds: String = self.nodes[..2]
             .iter()
             .map(|n| format!("   - 127.0.0.1:{}:1\n", n.port))
@@ -110,7 +115,7 @@ impl Cluster {
         let extra = extra.to_string();
         shardproxy(
             &move |port| {
-                format!("orders:\n  listen: 127.0.0.1:{port}\n  redis: true\n  distribution: redis_cluster\n  timeout: 2000\n{extra}  servers:\n{seeds}")
+                format!("orders:\n  listen: 127.0.0.1:{port}\n  redis: true\n  distribution: redis_cluster\n  timeout: {timeout}\n{extra}  servers:\n{seeds}")
             },
             &[],
         )
@@ -501,7 +506,9 @@ fn replica_of(c: &Cluster, port: u16) -> u16 {
 #[test]
 fn a_manual_failover_under_load_fails_nothing() {
     let c = Cluster::new(6, 1);
-    let p = c.proxy("");
+    // The old master holds writes while its replica catches up (normally
+    // milliseconds; seconds on a loaded machine): a timeout above that.
+    let p = c.proxy_with(15_000, "");
     let master = master_ids(&c)[0].0;
     let replica = replica_of(&c, master);
     let stop = Arc::new(AtomicBool::new(false));
@@ -581,4 +588,53 @@ fn a_killed_master_is_replaced_by_its_replica() {
         &bad[..bad.len().min(5)]
     );
     assert!(!Conn::new(replica).cmd(&[b"GET", b"after:1"]).is_empty());
+}
+
+/// `calls` of `cmdstat_<cmd>` in a node's `INFO commandstats`.
+fn calls(port: u16, cmd: &str) -> i64 {
+    let info = Conn::new(port).value(&[b"INFO", b"commandstats"]).text();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `read_from: replica` with a cluster: reads go to the replicas (on
+/// READONLY connections), writes to the masters.
+#[test]
+fn cluster_reads_from_replicas() {
+    let c = Cluster::new(6, 1);
+    let p = c.proxy("  read_from: replica\n");
+    let masters: Vec<u16> = master_ids(&c).iter().map(|(p, _)| *p).collect();
+    let replicas: Vec<u16> = masters.iter().map(|m| replica_of(&c, *m)).collect();
+    let mut k = Conn::new(p.port);
+    for i in 0..300 {
+        let key = format!("r:{i}");
+        assert_eq!(k.cmd(&[b"SET", key.as_bytes(), b"v"]), b"+OK\r\n");
+    }
+    // Replication is asynchronous: wait until every replica has the keys.
+    for (m, r) in masters.iter().zip(&replicas) {
+        let n = Conn::new(*m).value(&[b"DBSIZE"]).int();
+        within(10, "the replica has its master's keys", || {
+            Conn::new(*r).value(&[b"DBSIZE"]).int() == n
+        });
+    }
+    within(20, "the proxy knows the replicas", || {
+        let (_, m) = p.http_get("/metrics");
+        m.lines()
+            .filter(|l| l.starts_with("shardproxy_replica{"))
+            .count()
+            == 3
+    });
+    let before_m: i64 = masters.iter().map(|m| calls(*m, "get")).sum();
+    let before_r: i64 = replicas.iter().map(|r| calls(*r, "get")).sum();
+    for i in 0..300 {
+        let key = format!("r:{i}");
+        assert_eq!(k.cmd(&[b"GET", key.as_bytes()]), b"$1\r\nv\r\n");
+    }
+    let after_m: i64 = masters.iter().map(|m| calls(*m, "get")).sum();
+    let after_r: i64 = replicas.iter().map(|r| calls(*r, "get")).sum();
+    assert_eq!(after_m, before_m, "GETs reached a master");
+    assert_eq!(after_r - before_r, 300, "GETs on the replicas");
 }

@@ -678,12 +678,13 @@ fn build_pool(p: &RawPool) -> Result<PoolConf, PoolError> {
         }
     }
     if let Some((r, line)) = d.read_from {
-        if r != ReadFrom::Master && d.sentinels.is_empty() {
+        let cluster = d.distribution.is_some_and(|s| s.name == "redis_cluster");
+        if r != ReadFrom::Master && d.sentinels.is_empty() && !cluster {
             return Err(PoolError {
                 line: Some(line),
                 key: Some("read_from".into()),
                 msg: format!(
-                    "\"{}\" needs \"sentinels:\" (replicas are found through Sentinel)",
+                    "\"{}\" needs \"sentinels:\" or \"distribution: redis_cluster\" (replicas are found through Sentinel or the cluster)",
                     r.name()
                 ),
             });
