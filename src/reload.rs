@@ -208,6 +208,7 @@ impl Reloader {
         let Some(index) = self.pools.iter().position(|p| p.conf.name == pool) else {
             return;
         };
+        self.registry.reloads.slot_map_fetches.fetch_add(1, Relaxed);
         let prev = self.pools[index].clone();
         let replicas: Vec<Vec<crate::conf::ServerAddr>> = t
             .replicas

@@ -117,6 +117,7 @@ mod tests {
             reloads: (0, 0),
             failovers: 0,
             slot_maps: 0,
+            slot_map_fetches: 0,
             sentinels: Vec::new(),
             config: (0, 0),
             pools: vec![
@@ -163,6 +164,7 @@ mod tests {
             reloads: (0, 0),
             failovers: 0,
             slot_maps: 0,
+            slot_map_fetches: 0,
             sentinels: Vec::new(),
             config: (0, 0),
             pools: vec![],

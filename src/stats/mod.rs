@@ -107,6 +107,8 @@ pub struct Reloads {
     pub failovers: std::sync::atomic::AtomicU64,
     /// Cluster slot maps that changed a pool's routing.
     pub slot_maps: std::sync::atomic::AtomicU64,
+    /// Cluster slot maps fetched (changed or not).
+    pub slot_map_fetches: std::sync::atomic::AtomicU64,
     /// Per sentinel followed: (pool, address, subscribed to it now).
     pub sentinels: std::sync::Mutex<Vec<(String, String, Arc<std::sync::atomic::AtomicBool>)>>,
 }
@@ -261,6 +263,7 @@ impl Registry {
             ),
             failovers: self.reloads.failovers.load(Relaxed),
             slot_maps: self.reloads.slot_maps.load(Relaxed),
+            slot_map_fetches: self.reloads.slot_map_fetches.load(Relaxed),
             sentinels: self
                 .reloads
                 .sentinels
@@ -356,6 +359,8 @@ pub struct Snapshot {
     pub failovers: u64,
     /// Cluster slot maps that changed a pool's routing.
     pub slot_maps: u64,
+    /// Cluster slot maps fetched.
+    pub slot_map_fetches: u64,
     /// (pool, sentinel address, subscribed to it now).
     pub sentinels: Vec<(String, String, bool)>,
     /// The loaded configuration file's FNV-1a 64 and the Unix time it was

@@ -220,6 +220,12 @@ impl Scrape {
         )?;
         family(
             enc,
+            "shardproxy_cluster_slot_map_fetches",
+            "Redis Cluster slot maps fetched (every 10 s, and when a MOVED, a CLUSTERDOWN or a failed node asks).",
+            [(vec![], Val::Counter(s.slot_map_fetches as i64))],
+        )?;
+        family(
+            enc,
             "shardproxy_cluster_redirects",
             "Redis Cluster redirections the proxy followed for its clients, by kind (moved, ask, tryagain).",
             s.pools.iter().flat_map(|p| {
