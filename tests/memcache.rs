@@ -201,16 +201,16 @@ fn malformed_requests_get_errors_and_the_connection_stays_open() {
             b"CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]\r\n",
         ),
         (
-            b"stats\r\n".to_vec(),
-            b"SERVER_ERROR stats is not supported by the proxy\r\n",
+            b"stats items\r\n".to_vec(),
+            b"CLIENT_ERROR stats items is not supported by the proxy\r\n",
         ),
         (
             b"flush_all\r\n".to_vec(),
-            b"SERVER_ERROR flush_all is not supported by the proxy\r\n",
+            b"CLIENT_ERROR flush_all is not supported by the proxy\r\n",
         ),
         (
             b"ms k 2\r\nab\r\n".to_vec(),
-            b"SERVER_ERROR ms is not supported by the proxy\r\n",
+            b"CLIENT_ERROR ms is not supported by the proxy\r\n",
         ),
         (
             b"set big 0 0 2000000000\r\n".to_vec(),
@@ -636,4 +636,45 @@ fn byte_transcripts() {
         doc, want,
         "run with SHARDPROXY_UPDATE_TRANSCRIPTS=1 to regenerate {path:?}"
     );
+}
+
+/// `stats` is answered by the proxy in memcached's format (clients and
+/// health checks call it; an error there made npm `memcached` mark the
+/// server dead).
+#[test]
+fn stats_is_answered_in_memcacheds_format() {
+    let (a, b, c) = three();
+    let p = shardproxy(&pool(&[&a, &b, &c], ""), &[]);
+    let mut raw =
+        std::net::TcpStream::connect(("127.0.0.1", p.port)).unwrap_or_else(|e| panic!("{e}"));
+    raw.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::io::Write::write_all(&mut raw, b"stats\r\n").unwrap_or_else(|e| panic!("{e}"));
+    let mut got = Vec::new();
+    while !got.ends_with(b"END\r\n") {
+        let mut chunk = [0u8; 4096];
+        let n = std::io::Read::read(&mut raw, &mut chunk).unwrap_or_else(|e| panic!("{e}"));
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend(&chunk[..n]);
+    }
+    let mut k = Conn::from(raw);
+    let text = String::from_utf8_lossy(&got);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.iter().all(|l| l.starts_with("STAT ") || *l == "END"),
+        "{text}"
+    );
+    for stat in ["pid", "uptime", "time", "version", "curr_connections"] {
+        assert!(
+            text.contains(&format!("STAT {stat} ")),
+            "{stat} missing: {text}"
+        );
+    }
+    assert!(
+        text.contains(&format!("STAT pid {}\r\n", p.pid())),
+        "{text}"
+    );
+    assert!(text.contains("STAT servers 3\r\n"), "{text}");
+    // The connection goes on.
+    assert_eq!(k.mc(b"set s 0 0 1\r\nx\r\n"), b"STORED\r\n");
 }

@@ -100,6 +100,10 @@ fn handle(s: &mut Session, req: Bytes, r: &Request) {
             s.closing = true;
         }
         Command::Version => s.ready(VERSION),
+        Command::Stats => {
+            let text = stats(s);
+            s.ready(text);
+        }
         Command::Verbosity => {
             if !r.noreply {
                 s.ready(&b"OK\r\n"[..]);
@@ -131,6 +135,45 @@ fn handle(s: &mut Session, req: Bytes, r: &Request) {
             }
         }
     }
+}
+
+/// `stats`: memcached's format, for what the proxy knows (monitoring
+/// clients and health checks call it).
+fn stats(s: &Session) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut out = String::with_capacity(256);
+    for (k, v) in [
+        ("pid", std::process::id().to_string()),
+        ("uptime", crate::stats::uptime().as_secs().to_string()),
+        ("time", now.to_string()),
+        (
+            "version",
+            format!("shardproxy-{}", env!("CARGO_PKG_VERSION")),
+        ),
+        (
+            "pointer_size",
+            (8 * std::mem::size_of::<usize>()).to_string(),
+        ),
+        (
+            "curr_connections",
+            s.pool
+                .shared
+                .clients
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .to_string(),
+        ),
+        ("servers", s.pool.servers.len().to_string()),
+    ] {
+        out.push_str("STAT ");
+        out.push_str(k);
+        out.push(' ');
+        out.push_str(&v);
+        out.push_str("\r\n");
+    }
+    out.push_str("END\r\n");
+    out
 }
 
 fn route_error(s: &mut Session, key: &[u8], e: NoServer) {

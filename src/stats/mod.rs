@@ -68,6 +68,13 @@ pub fn describe() -> String {
     s
 }
 
+static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+
+/// How long the proxy has run (since its stats registry was made).
+pub fn uptime() -> std::time::Duration {
+    STARTED.get().map(|t| t.elapsed()).unwrap_or_default()
+}
+
 /// What the stats side knows about a pool besides its counters.
 #[derive(Debug, Clone)]
 pub struct PoolMeta {
@@ -171,6 +178,7 @@ fn gethostname(buf: &mut [u8]) -> i32 {
 impl Registry {
     /// A registry for `pools`, with one metrics set per worker.
     pub fn new(pools: Vec<PoolMeta>, workers: usize) -> Registry {
+        let _ = STARTED.set(std::time::Instant::now());
         let workers = (0..workers.max(1))
             .map(|_| Arc::new(WorkerStats::new(pools.iter().map(|p| p.servers.len()))))
             .collect();

@@ -56,6 +56,8 @@ pub enum Command {
     Version,
     Verbosity,
     Quit,
+    /// `stats` with no argument: answered by the proxy.
+    Stats,
 }
 
 impl Command {
@@ -78,6 +80,7 @@ impl Command {
             Command::Version => "version",
             Command::Verbosity => "verbosity",
             Command::Quit => "quit",
+            Command::Stats => "stats",
         }
     }
 
@@ -100,6 +103,7 @@ impl Command {
             b"version" => Command::Version,
             b"verbosity" => Command::Verbosity,
             b"quit" => Command::Quit,
+            b"stats" => Command::Stats,
             _ => return None,
         })
     }
@@ -116,7 +120,6 @@ impl Command {
 /// memcached commands the proxy does not forward (their scope is a whole
 /// server, not a key). Anything else unknown is answered `ERROR`.
 const UNSUPPORTED: &[&[u8]] = &[
-    b"stats",
     b"flush_all",
     b"cache_memlimit",
     b"shutdown",
@@ -390,6 +393,13 @@ pub fn scan_request(buf: &[u8], limits: &Limits, req: &mut Request) -> Result<Sc
             }
         }
         Command::Version | Command::Quit => {}
+        Command::Stats => {
+            if args != 0 {
+                // `stats items`, `stats slabs`…: one server's internals.
+                let what = &buf[tokens[0].start..tokens[tokens.len() - 1].end];
+                return Err(unsupported(what, skip_line));
+            }
+        }
     }
     req.noreply = noreply;
     Ok(Scan::Complete(line_len))
@@ -398,7 +408,7 @@ pub fn scan_request(buf: &[u8], limits: &Limits, req: &mut Request) -> Result<Sc
 fn unsupported(name: &[u8], skip: Skip) -> Malformed {
     malformed(
         format!(
-            "SERVER_ERROR {} is not supported by the proxy",
+            "CLIENT_ERROR {} is not supported by the proxy",
             String::from_utf8_lossy(name)
         ),
         skip,
@@ -503,11 +513,19 @@ mod tests {
         assert_eq!(err(b"decr key\r\n").0, BAD_FORMAT);
         assert_eq!(err(b"touch key\r\n").0, BAD_FORMAT);
         assert!(err(b"delete a 5\r\n").0.starts_with(BAD_FORMAT));
+        assert!(scan(b"stats\r\n").is_ok());
         assert_eq!(
-            err(b"stats\r\n"),
+            err(b"stats slabs\r\n"),
             (
-                "SERVER_ERROR stats is not supported by the proxy".into(),
-                Skip::Bytes(7)
+                "CLIENT_ERROR stats slabs is not supported by the proxy".into(),
+                Skip::Bytes(13)
+            )
+        );
+        assert_eq!(
+            err(b"flush_all\r\n"),
+            (
+                "CLIENT_ERROR flush_all is not supported by the proxy".into(),
+                Skip::Bytes(11)
             )
         );
         assert_eq!(err(b"ms k 2 T0\r\nab\r\n").1, Skip::Bytes(15));
