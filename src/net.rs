@@ -231,6 +231,10 @@ const MAX_IOV: usize = 64;
 
 impl WriteQueue {
     pub fn push(&mut self, b: bytes::Bytes) {
+        if b.is_empty() {
+            // (A reply the client must not see: a quiet binary request's.)
+            return;
+        }
         self.len += b.len();
         self.bufs.push_back(b);
     }

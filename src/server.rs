@@ -118,7 +118,7 @@ pub struct Backend {
     pub timeout: Option<Duration>,
     /// Requests sent on every new connection before any other (AUTH, SELECT),
     /// per [`Dialect`].
-    pub preamble: [Vec<Bytes>; 2],
+    pub preamble: [Vec<Bytes>; 3],
     /// This worker's metrics for the server, and for the worker (connection
     /// counts).
     pub stats: Arc<ServerStats>,
@@ -136,6 +136,9 @@ pub struct Backend {
 pub enum Dialect {
     Plain = 0,
     Resp3 = 1,
+    /// memcache's binary protocol: memcached fixes a connection's protocol
+    /// by its first byte, so binary clients get connections of their own.
+    Binary = 2,
 }
 
 /// The queue side of one backend connection.
@@ -228,8 +231,8 @@ struct ConnSet {
 #[derive(Debug)]
 pub struct ServerSlot {
     backend: Rc<Backend>,
-    sets: [ConnSet; 2],
-    idle: [RefCell<Vec<Rc<ServerConn>>>; 2],
+    sets: [ConnSet; 3],
+    idle: [RefCell<Vec<Rc<ServerConn>>>; 3],
     /// Part of a pool version a reload replaced: its connections drain.
     retired: Cell<bool>,
     /// The connections clients have pinned (a failover closes them),
@@ -252,7 +255,7 @@ impl ServerSlot {
         };
         ServerSlot {
             backend: Rc::new(backend),
-            sets: [set(), set()],
+            sets: [set(), set(), set()],
             idle: Default::default(),
             retired: Cell::new(false),
             pinned: Pins::default(),
@@ -770,9 +773,13 @@ impl Conn {
         if let Some(sink) = sink {
             return self.frames(rbuf, &sink, backend);
         }
+        let binary = conn.dialect.get() == Some(Dialect::Binary);
         loop {
             let scanned = match proto {
                 Protocol::Redis => scan_reply(rbuf).map_err(|_| ErrKind::Invalid),
+                Protocol::Memcache if binary => {
+                    memcache::binary::scan_reply(rbuf).map_err(|_| ErrKind::Invalid)
+                }
                 Protocol::Memcache => memcache::scan_reply(rbuf).map_err(|_| ErrKind::Invalid),
             };
             match scanned {

@@ -441,7 +441,7 @@ fn replica_backend(
 /// A data node of the pool (a server or a replica of one).
 fn node(pool: &Arc<PoolShared>, s: &ServerConf, worker: &Arc<WorkerStats>) -> Backend {
     let conf = &pool.conf;
-    let mut preamble = [Vec::new(), Vec::new()];
+    let mut preamble = [Vec::new(), Vec::new(), Vec::new()];
     if conf.redis {
         for (dialect, p) in preamble.iter_mut().enumerate() {
             match (&conf.redis_username, &conf.redis_auth) {

@@ -26,6 +26,11 @@ const VERSION: &str = concat!("VERSION shardproxy-", env!("CARGO_PKG_VERSION"), 
 /// Scans and handles every complete request in `rbuf`; returns the size hint of
 /// the next incomplete one.
 pub fn handle_requests(s: &mut Session, rbuf: &mut BytesMut) -> usize {
+    if s.mc_mode != super::mcbin::Mode::Ascii {
+        if let Some(hint) = super::mcbin::handle_requests(s, rbuf) {
+            return hint;
+        }
+    }
     let mut req = std::mem::take(&mut s.mc);
     let hint = scan_all(s, rbuf, &mut req);
     s.mc = req;

@@ -9,6 +9,7 @@
 //! front with vectored writes, and sleeps until the socket or a slot wakes it.
 
 pub mod frag;
+pub mod mcbin;
 pub mod memcache;
 pub mod pin;
 pub mod pubsub;
@@ -76,6 +77,8 @@ pub enum Pending {
     Confirm(Rc<pubsub::Confirm>),
     /// A published message for a subscriber (no request, no latency).
     Push(Bytes),
+    /// A memcache binary request's reply (see [`mcbin`]).
+    Bin(Box<mcbin::BinWait>),
     /// Close the connection once every earlier reply is written (QUIT).
     Close,
 }
@@ -149,6 +152,9 @@ pub struct Session {
     /// redis: the request being sent is a read that may go to a replica
     /// (`read_from`; see [`replica`]).
     pub replica_read: bool,
+    /// memcache: the protocol the connection speaks, fixed by its first
+    /// byte (`0x80`: binary).
+    pub mc_mode: mcbin::Mode,
 }
 
 impl Session {
@@ -269,6 +275,7 @@ pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> En
         block_deadline: None,
         subs: None,
         replica_read: false,
+        mc_mode: mcbin::Mode::Unknown,
     };
     let mut rbuf = BytesMut::new();
     // Bytes read since the buffer was last released, and so the size of the
@@ -326,6 +333,12 @@ pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> En
                 }),
                 Pending::Confirm(c) => c.is_done().then(|| c.take()),
                 Pending::Push(m) => Some(std::mem::take(m)),
+                Pending::Bin(b) => b.slot.take().map(|o| {
+                    if o.is_err() {
+                        stats.get(PoolField::ForwardError).incr();
+                    }
+                    b.reply(o)
+                }),
                 Pending::Close => {
                     close_now = true;
                     break;

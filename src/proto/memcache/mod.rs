@@ -1,5 +1,6 @@
 //! memcache ASCII request and reply scanning.
 
+pub mod binary;
 pub mod reply;
 pub mod request;
 

