@@ -16,7 +16,9 @@ fn pool(backends: &[&Proc]) -> impl Fn(u16) -> String {
         .map(|(i, b)| format!("   - {}:1 m{i}\n", b.addr()))
         .collect();
     move |port| {
-        format!("alpha:\n  listen: 127.0.0.1:{port}\n  hash: murmur\n  timeout: 5000\n  servers:\n{s}")
+        format!(
+            "alpha:\n  listen: 127.0.0.1:{port}\n  hash: murmur\n  timeout: 5000\n  servers:\n{s}"
+        )
     }
 }
 
@@ -38,7 +40,13 @@ fn packet(opcode: u8, key: &[u8], extras: &[u8], value: &[u8], opaque: u32) -> V
 
 fn set(opcode: u8, key: &[u8], value: &[u8], opaque: u32) -> Vec<u8> {
     // flags 0xdeadbeef, no expiry
-    packet(opcode, key, &[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0], value, opaque)
+    packet(
+        opcode,
+        key,
+        &[0xde, 0xad, 0xbe, 0xef, 0, 0, 0, 0],
+        value,
+        opaque,
+    )
 }
 
 struct Bin {
@@ -72,8 +80,9 @@ impl Bin {
     fn read(&mut self) -> Resp {
         loop {
             if self.buf.len() >= 24 {
-                let body = u32::from_be_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]])
-                    as usize;
+                let body =
+                    u32::from_be_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]])
+                        as usize;
                 if self.buf.len() >= 24 + body {
                     let p: Vec<u8> = self.buf.drain(..24 + body).collect();
                     assert_eq!(p[0], 0x81, "not a response: {p:?}");
@@ -90,7 +99,10 @@ impl Bin {
                 }
             }
             let mut chunk = [0u8; 65536];
-            let n = self.s.read(&mut chunk).unwrap_or_else(|e| panic!("read: {e}"));
+            let n = self
+                .s
+                .read(&mut chunk)
+                .unwrap_or_else(|e| panic!("read: {e}"));
             assert!(n > 0, "closed");
             self.buf.extend(&chunk[..n]);
         }
@@ -118,7 +130,10 @@ fn binary_requests_get_memcacheds_replies() {
         assert_eq!(r.value, b"hello");
         assert_eq!(r.extras, [0xde, 0xad, 0xbe, 0xef]);
         let r = k.call(&packet(0x0c, b"bk", &[], &[], 13)); // getk
-        assert_eq!((r.key.as_slice(), r.value.as_slice()), (&b"bk"[..], &b"hello"[..]));
+        assert_eq!(
+            (r.key.as_slice(), r.value.as_slice()),
+            (&b"bk"[..], &b"hello"[..])
+        );
         let r = k.call(&packet(0x00, b"missing", &[], &[], 14));
         assert_eq!((r.status, r.opaque), (1, 14));
         let r = k.call(&set(0x02, b"bk", b"x", 15)); // add: exists
@@ -163,7 +178,12 @@ fn quiet_multi_get_of_1000_keys_across_three_servers() {
     // Quiet sets of the even keys: no reply at all, then a noop.
     let mut batch = Vec::new();
     for i in (0..1000).step_by(2) {
-        batch.extend(set(0x11, format!("q:{i}").as_bytes(), format!("v{i}").as_bytes(), i));
+        batch.extend(set(
+            0x11,
+            format!("q:{i}").as_bytes(),
+            format!("v{i}").as_bytes(),
+            i,
+        ));
     }
     // A quiet add that fails (exists): its error is sent.
     batch.extend(set(0x12, b"q:0", b"again", 5000));
@@ -181,7 +201,8 @@ fn quiet_multi_get_of_1000_keys_across_three_servers() {
             (0..1000)
                 .step_by(2)
                 .filter(|i| {
-                    d.mc(format!("get q:{i}\r\n").as_bytes()).starts_with(b"VALUE")
+                    d.mc(format!("get q:{i}\r\n").as_bytes())
+                        .starts_with(b"VALUE")
                 })
                 .count()
         })
@@ -203,4 +224,38 @@ fn quiet_multi_get_of_1000_keys_across_three_servers() {
     }
     let r = k.read();
     assert_eq!((r.opcode, r.opaque), (0x0a, 7777));
+}
+
+#[test]
+fn memjs_through_the_proxy() {
+    let (a, b, c) = (memcached(), memcached(), memcached());
+    let p = shardproxy(&pool(&[&a, &b, &c]), &[]);
+    support::run_node_with("memjs_client.js", &[p.port.to_string()], "memjs");
+}
+
+#[test]
+fn pylibmc_binary_and_ascii() {
+    let (a, b, c) = (memcached(), memcached(), memcached());
+    let p = shardproxy(&pool(&[&a, &b, &c]), &[]);
+    for mode in ["binary", "ascii"] {
+        let out = std::process::Command::new("/usr/bin/python3")
+            .arg(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("tests/clients/pylibmc_client.py"),
+            )
+            .args([p.port.to_string(), mode.to_string()])
+            .output()
+            .unwrap_or_else(|e| panic!("python3: {e}"));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !err.contains("No module named 'pylibmc'"),
+            "pylibmc is missing: run scripts/test (it installs python3-pylibmc)"
+        );
+        assert!(
+            out.status.success(),
+            "pylibmc {mode}: {}{err}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        eprint!("{}", String::from_utf8_lossy(&out.stdout));
+    }
 }

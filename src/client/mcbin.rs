@@ -121,7 +121,13 @@ pub fn handle_requests(s: &mut Session, rbuf: &mut BytesMut) -> Option<usize> {
 }
 
 fn error(s: &mut Session, h: &Header, st: u16, msg: &str) {
-    s.ready(binary::response(h.opcode, st, h.opaque, b"", msg.as_bytes()));
+    s.ready(binary::response(
+        h.opcode,
+        st,
+        h.opaque,
+        b"",
+        msg.as_bytes(),
+    ));
 }
 
 fn handle(s: &mut Session, req: Bytes, h: Header) {
@@ -171,7 +177,8 @@ fn handle(s: &mut Session, req: Bytes, h: Header) {
 }
 
 fn local(s: &mut Session, h: &Header) {
-    let ok = |key: &[u8], value: &[u8]| binary::response(h.opcode, status::OK, h.opaque, key, value);
+    let ok =
+        |key: &[u8], value: &[u8]| binary::response(h.opcode, status::OK, h.opaque, key, value);
     match h.opcode {
         op::NOOP => s.ready(ok(b"", b"")),
         op::VERSION => s.ready(ok(

@@ -674,11 +674,17 @@ pub fn run_python(script: &str, args: &[String]) {
 /// The node client libraries (`scripts/test` installs them into
 /// `target/node`).
 pub fn run_node(script: &str, args: &[String]) {
+    run_node_with(script, args, "ioredis");
+}
+
+/// A node client script that needs `module` (and what `scripts/test`
+/// installs with it into `target/node`).
+pub fn run_node_with(script: &str, args: &[String], module: &str) {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let modules = root.join("target/node/node_modules");
     assert!(
-        modules.join("ioredis").exists() && modules.join("bullmq").exists(),
-        "ioredis or bullmq is missing: run scripts/test (it installs them into target/node)"
+        modules.join(module).exists() && modules.join("bullmq").exists(),
+        "{module} is missing: run scripts/test (it installs it into target/node)"
     );
     let out = std::process::Command::new("node")
         .arg(root.join("tests/clients").join(script))

@@ -156,7 +156,9 @@ pub fn scan_reply(buf: &[u8]) -> Result<Scan, ()> {
     }
     let body = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]) as usize;
     if buf.len() < HEADER + body {
-        return Ok(Scan::Incomplete { hint: HEADER + body });
+        return Ok(Scan::Incomplete {
+            hint: HEADER + body,
+        });
     }
     Ok(Scan::Complete(HEADER + body))
 }
@@ -250,7 +252,10 @@ mod tests {
             Err(Bad::TooLarge { skip, .. }) => assert_eq!(skip, HEADER + (1 << 30)),
             other => panic!("{other:?}"),
         }
-        assert_eq!(kind(0x21), Kind::Unsupported("SASL is not supported by the proxy"));
+        assert_eq!(
+            kind(0x21),
+            Kind::Unsupported("SASL is not supported by the proxy")
+        );
         assert_eq!(kind(0x77), Kind::Unknown);
     }
 
@@ -258,10 +263,7 @@ mod tests {
     fn replies_and_quiet_rules() {
         let r = response(0x0c, status::KEY_NOT_FOUND, [0, 0, 0, 9], b"", b"Not found");
         assert_eq!(scan_reply(&r), Ok(Scan::Complete(r.len())));
-        assert_eq!(
-            scan_reply(&r[..30]),
-            Ok(Scan::Incomplete { hint: r.len() })
-        );
+        assert_eq!(scan_reply(&r[..30]), Ok(Scan::Incomplete { hint: r.len() }));
         assert_eq!(scan_reply(b"VALUE"), Err(()));
         assert!(suppressed(0x0d, &r));
         assert!(!suppressed(0x0c, &r) || kind(0x0c) != Kind::Local);
