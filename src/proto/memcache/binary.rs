@@ -104,7 +104,7 @@ impl Header {
     }
 
     /// The whole packet's length.
-    pub fn len(&self) -> usize {
+    pub fn packet_len(&self) -> usize {
         HEADER + self.body_len as usize
     }
 }
@@ -134,13 +134,13 @@ pub fn scan_request(buf: &[u8], max_body: usize) -> Result<(Scan, Option<Header>
     if h.body_len as usize > max_body {
         return Err(Bad::TooLarge {
             header: h,
-            skip: h.len(),
+            skip: h.packet_len(),
         });
     }
-    if buf.len() < h.len() {
-        return Ok((Scan::Incomplete { hint: h.len() }, Some(h)));
+    if buf.len() < h.packet_len() {
+        return Ok((Scan::Incomplete { hint: h.packet_len() }, Some(h)));
     }
-    Ok((Scan::Complete(h.len()), Some(h)))
+    Ok((Scan::Complete(h.packet_len()), Some(h)))
 }
 
 /// Frames one reply (server side); `Err` when it is not a response packet.
