@@ -144,12 +144,12 @@ pub fn scan_request(buf: &[u8], max_body: usize) -> Result<(Scan, Option<Header>
 }
 
 /// Frames one reply (server side); `Err` when it is not a response packet.
-pub fn scan_reply(buf: &[u8]) -> Result<Scan, ()> {
+pub fn scan_reply(buf: &[u8]) -> Result<Scan, super::BadReply> {
     if buf.is_empty() {
         return Ok(Scan::Incomplete { hint: HEADER });
     }
     if buf[0] != RESPONSE {
-        return Err(());
+        return Err(super::BadReply);
     }
     if buf.len() < HEADER {
         return Ok(Scan::Incomplete { hint: HEADER });
@@ -264,7 +264,7 @@ mod tests {
         let r = response(0x0c, status::KEY_NOT_FOUND, [0, 0, 0, 9], b"", b"Not found");
         assert_eq!(scan_reply(&r), Ok(Scan::Complete(r.len())));
         assert_eq!(scan_reply(&r[..30]), Ok(Scan::Incomplete { hint: r.len() }));
-        assert_eq!(scan_reply(b"VALUE"), Err(()));
+        assert!(scan_reply(b"VALUE").is_err());
         assert!(suppressed(0x0d, &r));
         assert!(!suppressed(0x0c, &r) || kind(0x0c) != Kind::Local);
         let ok = response(0x01, status::OK, [0; 4], b"", b"");
