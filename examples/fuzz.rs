@@ -160,6 +160,18 @@ const MC_REPLIES: &[&[u8]] = &[
     b"VERSION 1.6.18\r\n",
 ];
 
+/// Binary packets: getkq, set with extras, noop; a get reply, a miss.
+const MC_BINARY_REQUESTS: &[&[u8]] = &[
+    b"\x80\x0d\x00\x01\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00\x00k",
+    b"\x80\x01\x00\x01\x08\x00\x00\x00\x00\x00\x00\x0b\x00\x00\x00\x01\x00\x00\x00\x00\x00\x00\x00\x00\xde\xad\xbe\xef\x00\x00\x00\x00kvv",
+    b"\x80\x0a\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x09\x00\x00\x00\x00\x00\x00\x00\x00",
+];
+
+const MC_BINARY_REPLIES: &[&[u8]] = &[
+    b"\x81\x00\x00\x00\x04\x00\x00\x00\x00\x00\x00\x06\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00\x01\x00\x00\x00\x00hi",
+    b"\x81\x0d\x00\x00\x00\x00\x00\x01\x00\x00\x00\x09\x00\x00\x00\x07\x00\x00\x00\x00\x00\x00\x00\x00Not found",
+];
+
 const CONFS: &[&str] = &[
     "alpha:\n  listen: 127.0.0.1:22121\n  hash: fnv1a_64\n  distribution: ketama\n  auto_eject_hosts: true\n  redis: true\n  server_retry_timeout: 2000\n  server_failure_limit: 1\n  servers:\n   - 127.0.0.1:6379:1\n",
     "beta:\n  listen: 127.0.0.1:22122\n  hash: fnv1a_64\n  hash_tag: \"{}\"\n  distribution: ketama\n  auto_eject_hosts: false\n  timeout: 400\n  redis: true\n  servers:\n   - 127.0.0.1:6380:1 server1\n   - 127.0.0.1:6381:1 server2\n",
@@ -288,7 +300,7 @@ fn check_scan<E>(buf: &[u8], scan: &mut dyn FnMut(&[u8]) -> Result<Scan, E>) -> 
     Ok(())
 }
 
-const TARGETS: [&str; 7] = [
+const TARGETS: [&str; 9] = [
     "redis request",
     "redis reply",
     "memcache request",
@@ -296,6 +308,8 @@ const TARGETS: [&str; 7] = [
     "config",
     "redis merge",
     "memcache merge",
+    "memcache binary request",
+    "memcache binary reply",
 ];
 
 /// Runs target `t` on a fresh input; returns the input and any violation.
@@ -398,6 +412,33 @@ fn run_one(
             };
             (a, v)
         }
+        7 => {
+            let b = input(r, MC_BINARY_REQUESTS);
+            let v = check_scan(&b, &mut |x| {
+                memcache::binary::scan_request(x, 1 << 20).and_then(|(s, h)| match (s, h) {
+                    // A complete packet is exactly its header's length.
+                    (Scan::Complete(n), Some(h)) if h.packet_len() != n => {
+                        Err(memcache::binary::Bad::Magic)
+                    }
+                    (Scan::Complete(_), None) => Err(memcache::binary::Bad::Magic),
+                    _ => Ok(s),
+                })
+            });
+            (b, v)
+        }
+        8 => {
+            let b = input(r, MC_BINARY_REPLIES);
+            let mut v = check_scan(&b, &mut memcache::binary::scan_reply);
+            if v.is_ok() {
+                if let Ok(Scan::Complete(n)) = memcache::binary::scan_reply(&b) {
+                    let _ = memcache::binary::suppressed(0x0d, &b[..n]);
+                    if memcache::binary::with_opcode(&b[..n], 0x09).len() != n {
+                        v = Err("opcode rewrite changed the length".into());
+                    }
+                }
+            }
+            (b, v)
+        }
         _ => {
             let keys_req = input(r, &[b"get a b c d\r\n", b"gets k1 k2\r\n"]);
             let nkeys = r.below(6);
@@ -461,10 +502,11 @@ fn main() {
             // The config loader resolves host names (getaddrinfo), which is
             // slow for mangled names: it gets a fifth of the time at most.
             let config_due = spent[4] < start.elapsed() / 5;
-            let t = if i % 7 == 4 && !config_due {
-                [0, 1, 2, 3, 5, 6][(i / 7 % 6) as usize]
+            let n = TARGETS.len() as u64;
+            let t = if i % n == 4 && !config_due {
+                [0, 1, 2, 3, 5, 6, 7, 8][(i / n % 8) as usize]
             } else {
-                (i % 7) as usize
+                (i % n) as usize
             };
             i += 1;
             BIGGEST.store(0, Relaxed);

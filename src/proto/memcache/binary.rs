@@ -138,7 +138,12 @@ pub fn scan_request(buf: &[u8], max_body: usize) -> Result<(Scan, Option<Header>
         });
     }
     if buf.len() < h.packet_len() {
-        return Ok((Scan::Incomplete { hint: h.packet_len() }, Some(h)));
+        return Ok((
+            Scan::Incomplete {
+                hint: h.packet_len(),
+            },
+            Some(h),
+        ));
     }
     Ok((Scan::Complete(h.packet_len()), Some(h)))
 }
