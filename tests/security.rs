@@ -216,7 +216,8 @@ fn memcache_pool_closes_http_tls_and_binary() {
             browser_post(set).chunks(4).map(<[u8]>::to_vec).collect(),
         ),
         ("TLS ClientHello", vec![vec![0x16, 0x03, 0x01, 0x02, 0x00]]),
-        ("binary", vec![vec![0x80, 0x00, 0x00, 0x05]]),
+        // (0x80 starts memcache's binary protocol, which the proxy speaks.)
+        ("binary", vec![vec![0xff, 0x00, 0x00, 0x05]]),
     ];
     attack_each(p.port, &attacks, &no_keys);
     let mut c = Conn::new(p.port);
@@ -232,4 +233,28 @@ fn memcache_pool_closes_http_tls_and_binary() {
         assert_eq!(Conn::new(be.port).mc(b"get after\r\n"), b"END\r\n");
     }
     assert_counted(&p, "beta", 5, 1, 1);
+    // A binary-protocol connection that then sends what is not a request
+    // packet: closed, nothing run.
+    let mut bin = Conn::new(p.port);
+    let mut noop = vec![0x80, 0x0a];
+    noop.extend([0u8; 22]);
+    bin.send(&noop);
+    let mut reply = [0u8; 24];
+    bin.s
+        .read_exact(&mut reply)
+        .unwrap_or_else(|e| panic!("the noop's reply: {e}"));
+    assert_eq!(reply[..2], [0x81, 0x0a]);
+    bin.send(format!("\r\n{set}").as_bytes());
+    assert!(closed_soon(&mut bin), "a binary connection sending text");
+    no_keys("binary then text");
+    // A framing error (client_err), not counted as an attack.
+    let mut counted = 0;
+    for _ in 0..100 {
+        counted = client_err(&p, "beta");
+        if counted == 8 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(counted, 8);
 }
