@@ -33,6 +33,10 @@ use tokio::time::Instant;
 pub enum ReplyTo {
     /// To the client that sent it.
     Slot(Rc<Slot>),
+    /// To the client, after a memcache request that ends with `mn`: its
+    /// reply is every reply up to and including the `MN` (a quiet meta
+    /// command's, which memcached may leave out, then the `MN`).
+    Fenced(Rc<Slot>),
     /// Nowhere: read and dropped (the AUTH/SELECT preamble).
     Swallow,
     /// There is none (memcache `noreply`).
@@ -193,7 +197,7 @@ impl ServerConn {
     /// request fails at once: nothing would ever send it.
     fn push(&self, out: Outgoing, stats: &ServerStats) {
         if !self.alive.get() {
-            if let ReplyTo::Slot(s) = out.reply {
+            if let ReplyTo::Slot(s) | ReplyTo::Fenced(s) = out.reply {
                 s.fill(Err(self.failure.get().unwrap_or(ErrKind::ServerEof)));
             }
             return;
@@ -209,7 +213,7 @@ impl ServerConn {
         for o in drained {
             stats.get(F::InQueue).decr();
             stats.get(F::InQueueBytes).add(-(o.data.len() as i64));
-            if let ReplyTo::Slot(s) = o.reply {
+            if let ReplyTo::Slot(s) | ReplyTo::Fenced(s) = o.reply {
                 s.fill(Err(err));
             }
         }
@@ -448,6 +452,22 @@ impl ServerSlot {
         );
     }
 
+    /// Queues a memcache request that ends with `mn`: its reply is
+    /// everything up to the `MN` ([`ReplyTo::Fenced`]).
+    pub fn send_fenced(&self, data: Bytes, slot: Rc<Slot>, read: std::time::Instant) {
+        let deadline = self.deadline(read);
+        self.forwarded(&data);
+        self.conn(Dialect::Plain).push(
+            Outgoing {
+                data,
+                reply: ReplyTo::Fenced(slot),
+                deadline,
+                redirect: false,
+            },
+            &self.backend.stats,
+        );
+    }
+
     /// Queues a request that gets no reply (memcache `noreply`): it never
     /// times out (spec §7.2).
     pub fn send_noreply(&self, data: Bytes) {
@@ -512,6 +532,24 @@ impl ServerSlot {
         }
         tokio::task::spawn_local(run(c.clone(), self.backend.clone()));
         c
+    }
+}
+
+/// The replies up to and including the first `MN` (a fenced request's).
+fn fenced_reply(buf: &[u8]) -> Result<Scan, ErrKind> {
+    let mut pos = 0;
+    loop {
+        match memcache::scan_reply(&buf[pos..]) {
+            Ok(Scan::Complete(n)) => {
+                let end = pos + n;
+                if &buf[pos..end] == b"MN\r\n" {
+                    return Ok(Scan::Complete(end));
+                }
+                pos = end;
+            }
+            Ok(Scan::Incomplete { hint }) => return Ok(Scan::Incomplete { hint: pos + hint }),
+            Err(_) => return Err(ErrKind::Invalid),
+        }
     }
 }
 
@@ -615,6 +653,8 @@ const SERVER_READ: usize = 16 * 1024;
 struct Inflight {
     /// None for the preamble, whose replies are swallowed.
     slot: Option<Rc<Slot>>,
+    /// Its reply runs to an `MN` ([`ReplyTo::Fenced`]).
+    fenced: bool,
     /// The request, kept while a redirection may send it elsewhere.
     data: Option<Bytes>,
     deadline: Option<Instant>,
@@ -668,8 +708,9 @@ impl Conn {
                         let len = o.data.len();
                         n += 1;
                         bytes += len as i64;
+                        let fenced = matches!(o.reply, ReplyTo::Fenced(_));
                         let slot = match o.reply {
-                            ReplyTo::Slot(s) => Some(Some(s)),
+                            ReplyTo::Slot(s) | ReplyTo::Fenced(s) => Some(Some(s)),
                             ReplyTo::Swallow => Some(None),
                             ReplyTo::Nothing => None,
                         };
@@ -678,6 +719,7 @@ impl Conn {
                             out_bytes += len as i64;
                             self.inflight.push_back(Inflight {
                                 slot,
+                                fenced,
                                 data: o.redirect.then(|| o.data.clone()),
                                 deadline: o.deadline,
                                 sent,
@@ -775,7 +817,9 @@ impl Conn {
         }
         let binary = conn.dialect.get() == Some(Dialect::Binary);
         loop {
+            let fenced = self.inflight.front().is_some_and(|f| f.fenced);
             let scanned = match proto {
+                Protocol::Memcache if fenced => fenced_reply(rbuf),
                 Protocol::Redis => scan_reply(rbuf).map_err(|_| ErrKind::Invalid),
                 Protocol::Memcache if binary => {
                     memcache::binary::scan_reply(rbuf).map_err(|_| ErrKind::Invalid)

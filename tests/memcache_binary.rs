@@ -259,3 +259,76 @@ fn pylibmc_binary_and_ascii() {
         eprint!("{}", String::from_utf8_lossy(&out.stdout));
     }
 }
+
+/// Reads from `s` until `want` bytes have come (or 10 s pass).
+fn read_n(s: &mut TcpStream, want: usize) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while got.len() < want {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got.extend(&chunk[..n]),
+        }
+    }
+    got
+}
+
+/// The meta protocol (memcached 1.6's `mg ms md ma mn me`), driven by raw
+/// bytes: the proxy answers exactly what one memcached answers — quiet
+/// modes, opaques, returned keys, base64 keys, `mn` fences — with the keys
+/// spread over three servers.
+#[test]
+fn meta_commands_answer_as_memcached_does() {
+    let (a, b, c) = (memcached(), memcached(), memcached());
+    let p = shardproxy(&pool(&[&a, &b, &c]), &[]);
+    let direct = memcached();
+    let mut script = Vec::new();
+    for i in 0..60 {
+        // Quiet sets: nothing comes back for them.
+        script.extend(format!("ms meta:{i} 2 q T0 F{i}\r\nv{}\r\n", i % 10).into_bytes());
+    }
+    script.extend(b"mn\r\n".to_vec());
+    for i in 0..70 {
+        // Quiet gets with opaque and key: hits only, in order.
+        script.extend(format!("mg meta:{i} v f k q O{i}\r\n").into_bytes());
+    }
+    script.extend(b"mn\r\n".to_vec());
+    script.extend(b"mg meta:3 s v\r\nmg missing v\r\nmg missing v q\r\nmn\r\n".to_vec());
+    // base64 keys: "meta:5" and an unknown one.
+    script.extend(b"mg bWV0YTo1 b v k\r\nmg bm9uZQ== b v\r\n".to_vec());
+    script.extend(b"ms meta:9 2 q MR\r\nzz\r\nms nothere 2 q MR\r\nzz\r\nmn\r\n".to_vec());
+    script.extend(b"md meta:1 q\r\nmd meta:1 q\r\nmd meta:2\r\nmn\r\n".to_vec());
+    script.extend(b"ma cnt q N0 J5\r\nma cnt v\r\nma cnt q v\r\nma nocnt q\r\nmn\r\n".to_vec());
+    script.extend(b"me nothere\r\nmn\r\n".to_vec());
+    let run = |port: u16| {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap_or_else(|e| panic!("{e}"));
+        s.set_read_timeout(Some(Duration::from_millis(1500)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        s.write_all(&script).unwrap_or_else(|e| panic!("{e}"));
+        // Everything until the reads go quiet.
+        read_n(&mut s, usize::MAX)
+    };
+    let want = run(direct.port);
+    let got = run(p.port);
+    assert!(
+        want.ends_with(b"MN\r\n"),
+        "{}",
+        String::from_utf8_lossy(&want)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(&want),
+        "the proxy differs from memcached"
+    );
+    // The keys really are spread: every server holds some.
+    for m in [&a, &b, &c] {
+        let mut d = support::Conn::new(m.port);
+        let n = (0..60)
+            .filter(|i| {
+                d.mc(format!("get meta:{i}\r\n").as_bytes())
+                    .starts_with(b"VALUE")
+            })
+            .count();
+        assert!(n > 5, "{n} keys on {}", m.port);
+    }
+}

@@ -114,6 +114,12 @@ fn handle(s: &mut Session, req: Bytes, r: &Request) {
                 s.ready(&b"OK\r\n"[..]);
             }
         }
+        Command::MetaNoop => s.ready(&b"MN\r\n"[..]),
+        Command::MetaGet
+        | Command::MetaSet
+        | Command::MetaDelete
+        | Command::MetaArith
+        | Command::MetaDebug => meta(s, req, r),
         cmd if cmd.is_retrieval() && keys.len() > 1 => fragment(s, cmd, &req, r),
         _ => {
             let key = &req[keys[0].clone()];
@@ -139,6 +145,47 @@ fn handle(s: &mut Session, req: Bytes, r: &Request) {
                 Err(e) => route_error(s, key, e),
             }
         }
+    }
+}
+
+/// A meta command, routed by its key (a `b` key decoded first: it goes
+/// where the same key in the classic commands goes). A quiet one (`q`) is
+/// sent followed by `mn`, and its reply read up to the `MN`: memcached
+/// leaves out what quiet mode leaves out, as it would for the client, and
+/// every request on the server connection still has a reply.
+fn meta(s: &mut Session, req: Bytes, r: &Request) {
+    let token = &req[r.keys()[0].clone()];
+    let decoded;
+    let key: &[u8] = if r.base64 {
+        match crate::proto::memcache::request::meta_key(token) {
+            Some(k) => {
+                decoded = k;
+                &decoded
+            }
+            None => return s.ready(&b"CLIENT_ERROR bad data chunk\r\n"[..]),
+        }
+    } else {
+        token
+    };
+    let idx = match s.pool.shared.router.dispatch(key) {
+        Ok(i) => i,
+        Err(e) => return route_error(s, key, e),
+    };
+    let class = if r.cmd == Command::MetaGet {
+        Class::Read
+    } else {
+        Class::Write
+    };
+    let slot = Slot::new(s.waker.clone());
+    if r.quiet {
+        let mut fenced = Vec::with_capacity(req.len() + 4);
+        fenced.extend_from_slice(&req);
+        fenced.extend_from_slice(b"mn\r\n");
+        s.pool.servers[idx].send_fenced(fenced.into(), slot.clone(), s.now);
+        s.owe(Pending::Fenced(slot), class);
+    } else {
+        s.pool.servers[idx].send(req, slot.clone(), s.now);
+        s.owe(Pending::Wait(slot), class);
     }
 }
 

@@ -79,6 +79,9 @@ pub enum Pending {
     Push(Bytes),
     /// A memcache binary request's reply (see [`mcbin`]).
     Bin(Box<mcbin::BinWait>),
+    /// A quiet memcache meta command's reply, sent with an `mn` after it:
+    /// the client gets what came before the `MN` (possibly nothing).
+    Fenced(Rc<Slot>),
     /// Close the connection once every earlier reply is written (QUIT).
     Close,
 }
@@ -333,6 +336,18 @@ pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> En
                 }),
                 Pending::Confirm(c) => c.is_done().then(|| c.take()),
                 Pending::Push(m) => Some(std::mem::take(m)),
+                Pending::Fenced(slot) => slot.take().map(|o| match o {
+                    Ok(mut r) => {
+                        if r.ends_with(b"MN\r\n") {
+                            r.truncate(r.len() - 4);
+                        }
+                        r
+                    }
+                    Err(e) => {
+                        stats.get(PoolField::ForwardError).incr();
+                        proto.error_reply(e)
+                    }
+                }),
                 Pending::Bin(b) => b.slot.take().map(|o| {
                     if o.is_err() {
                         stats.get(PoolField::ForwardError).incr();

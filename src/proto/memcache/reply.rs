@@ -41,6 +41,25 @@ fn line(buf: &[u8], from: usize) -> Result<Option<Range<usize>>, BadReply> {
     }
 }
 
+/// Meta replies of one line: a two-letter code, then flags.
+const META_CODES: &[&[u8]] = &[b"HD", b"NS", b"EX", b"NF", b"EN", b"MN", b"ME"];
+
+/// `VA <size> <flags>*`: `Some(Some(size))`; `Some(None)` for a `VA` line
+/// without a readable size; `None` for another line.
+fn meta_value(l: &[u8]) -> Option<Option<usize>> {
+    let rest = l.strip_prefix(b"VA ")?;
+    let size = rest.split(|&c| c == b' ').next().filter(|f| is_number(f));
+    Some(
+        size.and_then(|f| std::str::from_utf8(f).ok()?.parse::<usize>().ok())
+            .filter(|&n| n <= MAX_VALUE),
+    )
+}
+
+/// A meta reply line (`HD`, `EN k O123`, `MN`…).
+fn is_meta_line(l: &[u8]) -> bool {
+    l.len() >= 2 && META_CODES.contains(&&l[..2]) && (l.len() == 2 || l[2] == b' ')
+}
+
 /// One `VALUE <key> <flags> <bytes> [<cas>]` header: (key, data length).
 fn value_header(l: &[u8]) -> Option<(Range<usize>, usize)> {
     let rest = l.strip_prefix(b"VALUE ")?;
@@ -69,6 +88,21 @@ pub fn scan_reply(buf: &[u8]) -> Result<Scan, BadReply> {
         });
     };
     let l = &buf[first.clone()];
+    if let Some(n) = meta_value(l) {
+        // `VA <size> <flags>*`: a meta get's value block.
+        let n = n.ok_or(BadReply)?;
+        let end = first.end + 2 + n + 2;
+        if buf.len() < end {
+            return Ok(Scan::Incomplete { hint: end });
+        }
+        if &buf[end - 2..end] != b"\r\n" {
+            return Err(BadReply);
+        }
+        return Ok(Scan::Complete(end));
+    }
+    if is_meta_line(l) {
+        return Ok(Scan::Complete(first.end + 2));
+    }
     if !l.starts_with(b"VALUE ") {
         let known = WORDS.contains(&l) || PREFIXES.iter().any(|p| l.starts_with(p)) || is_number(l);
         return if known {

@@ -58,6 +58,14 @@ pub enum Command {
     Quit,
     /// `stats` with no argument: answered by the proxy.
     Stats,
+    /// Meta commands (memcached 1.6): `mg`, `ms`, `md`, `ma`, `me` routed
+    /// by key, `mn` answered in order.
+    MetaGet,
+    MetaSet,
+    MetaDelete,
+    MetaArith,
+    MetaDebug,
+    MetaNoop,
 }
 
 impl Command {
@@ -81,6 +89,12 @@ impl Command {
             Command::Verbosity => "verbosity",
             Command::Quit => "quit",
             Command::Stats => "stats",
+            Command::MetaGet => "mg",
+            Command::MetaSet => "ms",
+            Command::MetaDelete => "md",
+            Command::MetaArith => "ma",
+            Command::MetaDebug => "me",
+            Command::MetaNoop => "mn",
         }
     }
 
@@ -104,6 +118,12 @@ impl Command {
             b"verbosity" => Command::Verbosity,
             b"quit" => Command::Quit,
             b"stats" => Command::Stats,
+            b"mg" => Command::MetaGet,
+            b"ms" => Command::MetaSet,
+            b"md" => Command::MetaDelete,
+            b"ma" => Command::MetaArith,
+            b"me" => Command::MetaDebug,
+            b"mn" => Command::MetaNoop,
             _ => return None,
         })
     }
@@ -129,12 +149,6 @@ const UNSUPPORTED: &[&[u8]] = &[
     b"watch",
     b"misbehave",
     b"debugtime",
-    b"mn",
-    b"mg",
-    b"md",
-    b"ma",
-    b"me",
-    b"ms",
 ];
 
 /// One scanned request. Positions are into the scanned buffer.
@@ -149,6 +163,11 @@ pub struct Request {
     pub exptime: Range<usize>,
     /// The request ends with `noreply`: the client expects nothing back.
     pub noreply: bool,
+    /// A meta command with the `q` flag (quiet: memcached leaves some
+    /// replies out).
+    pub quiet: bool,
+    /// A meta command with the `b` flag: its key is base64.
+    pub base64: bool,
 }
 
 impl Request {
@@ -212,6 +231,13 @@ fn exptime(b: &[u8]) -> bool {
     unsigned(digits, i64::MAX as u64).is_some()
 }
 
+/// A meta command's base64 key (`b` flag), decoded: what it routes by.
+pub fn meta_key(b64: &[u8]) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let k = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    (!k.is_empty() && k.len() <= MAX_KEY).then_some(k)
+}
+
 /// A valid key: 1..=250 bytes, no control characters or spaces.
 pub fn valid_key(k: &[u8]) -> bool {
     !k.is_empty() && k.len() <= MAX_KEY && k.iter().all(|&c| c > b' ' && c != 0x7f)
@@ -271,20 +297,14 @@ pub fn scan_request(buf: &[u8], limits: &Limits, req: &mut Request) -> Result<Sc
         if http_line(tokens.iter().map(|t| &buf[t.clone()])) {
             return Err(malformed("", Skip::Attack(Attack::Http), true));
         }
-        if name == b"ms" && tokens.len() >= 3 {
-            // Meta set carries a data block: skip it too, or its bytes would be
-            // read as commands.
-            if let Some(n) = unsigned(tok(2), limits.max_value as u64) {
-                return Err(unsupported(name, Skip::Bytes(line_len + n as usize + 2)));
-            }
-            return Err(unsupported(name, Skip::Close));
-        }
         if UNSUPPORTED.contains(&name) {
             return Err(unsupported(name, skip_line));
         }
         return Err(malformed("ERROR", skip_line, false));
     };
     req.cmd = cmd;
+    req.quiet = false;
+    req.base64 = false;
     let args = tokens.len() - 1;
     let bad = |msg: &'static str| Err(malformed(msg, skip_line, noreply));
     match cmd {
@@ -357,6 +377,59 @@ pub fn scan_request(buf: &[u8], limits: &Limits, req: &mut Request) -> Result<Sc
             req.keys = 1..2;
             req.noreply = noreply;
             return Ok(Scan::Complete(total));
+        }
+        Command::MetaNoop => {
+            if args != 0 {
+                return Err(malformed(BAD_FORMAT, skip_line, false));
+            }
+        }
+        Command::MetaGet
+        | Command::MetaDelete
+        | Command::MetaArith
+        | Command::MetaDebug
+        | Command::MetaSet => {
+            // `<cmd> <key> [<datalen>] <flags>*`: flags are single letters
+            // with optional tokens (`O123`, `T90`).
+            let flags_from = if cmd == Command::MetaSet { 3 } else { 2 };
+            if args < flags_from - 1 {
+                return Err(malformed(BAD_FORMAT, skip_line, false));
+            }
+            let flags = &tokens[flags_from.min(tokens.len())..];
+            req.quiet = flags.iter().any(|f| &buf[f.clone()] == b"q");
+            req.base64 = flags.iter().any(|f| &buf[f.clone()] == b"b");
+            let key_ok = if req.base64 {
+                meta_key(tok(1)).is_some()
+            } else {
+                valid_key(tok(1))
+            };
+            if cmd == Command::MetaSet {
+                let Some(n) = unsigned(tok(2), limits.max_value as u64) else {
+                    return Err(malformed(BAD_FORMAT, Skip::Close, false));
+                };
+                let total = line_len + n as usize + 2;
+                if !key_ok {
+                    return Err(malformed(BAD_FORMAT, Skip::Bytes(total), false));
+                }
+                if buf.len() < total {
+                    return Ok(Scan::Incomplete { hint: total });
+                }
+                if &buf[total - 2..total] != b"\r\n" {
+                    return Err(malformed(
+                        "CLIENT_ERROR bad data chunk",
+                        Skip::BytesThenLine(total),
+                        false,
+                    ));
+                }
+                req.keys = 1..2;
+                req.noreply = false;
+                return Ok(Scan::Complete(total));
+            }
+            if !key_ok {
+                return Err(malformed(BAD_FORMAT, skip_line, false));
+            }
+            req.keys = 1..2;
+            req.noreply = false;
+            return Ok(Scan::Complete(line_len));
         }
         Command::Incr | Command::Decr => {
             if args != 2 + usize::from(noreply) {
@@ -528,7 +601,12 @@ mod tests {
                 Skip::Bytes(11)
             )
         );
-        assert_eq!(err(b"ms k 2 T0\r\nab\r\n").1, Skip::Bytes(15));
+        assert_eq!(scan(b"ms k 2 T0\r\nab\r\n"), Ok(Scan::Complete(15)));
+        assert_eq!(err(b"ms k 2 T0\r\nabc\r\n").1, Skip::BytesThenLine(15));
+        assert!(scan(b"mg k v q O12\r\n").is_ok());
+        assert!(scan(b"mg aGVsbG8= b v\r\n").is_ok());
+        assert_eq!(err(b"mg !!! b v\r\n").0, BAD_FORMAT);
+        assert_eq!(scan(b"mn\r\n"), Ok(Scan::Complete(4)));
         assert!(malformed_with(b"set k 0 0 1 noreply\r\nxyz\r\n", &Limits::default()).noreply);
         assert!(scan(b"get noreply\r\n").is_ok());
     }
