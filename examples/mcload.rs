@@ -26,6 +26,8 @@ struct Args {
     size: usize,
     keys: u64,
     seconds: u64,
+    /// `--protocol binary`: memcache's binary protocol (get, set).
+    binary: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -39,6 +41,7 @@ fn parse() -> Result<Args, String> {
         size: 100,
         keys: 10_000,
         seconds: 60,
+        binary: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -54,11 +57,12 @@ fn parse() -> Result<Args, String> {
             "--size" => a.size = num(&v)? as usize,
             "--keys" => a.keys = num(&v)?,
             "--seconds" => a.seconds = num(&v)?,
+            "--protocol" => a.binary = v == "binary",
             _ => return Err(format!("unknown flag {flag}")),
         }
     }
     if a.port == 0 || !matches!(a.op.as_str(), "get" | "set") {
-        return Err("usage: mcload --port N [--op get|set] [--clients 50] [--threads 2] [--requests 100000] [--pipeline 1] [--size 100] [--keys 10000] [--seconds 60]".into());
+        return Err("usage: mcload --port N [--op get|set] [--clients 50] [--threads 2] [--requests 100000] [--pipeline 1] [--size 100] [--keys 10000] [--seconds 60] [--protocol ascii|binary]".into());
     }
     a.clients = a.clients.max(1);
     a.threads = a.threads.clamp(1, a.clients);
@@ -72,18 +76,31 @@ struct Conn {
 }
 
 /// Reads `n` complete replies; returns how many were errors.
-fn read_replies(c: &mut Conn, n: usize) -> std::io::Result<u64> {
+fn read_replies(c: &mut Conn, n: usize, binary: bool) -> std::io::Result<u64> {
     let mut errors = 0;
     let mut done = 0;
     let mut chunk = vec![0u8; 256 * 1024];
     while done < n {
-        match scan_reply(&c.buf) {
+        let scanned = if binary {
+            shardproxy::proto::memcache::binary::scan_reply(&c.buf)
+        } else {
+            scan_reply(&c.buf)
+        };
+        match scanned {
             Ok(Scan::Complete(len)) => {
                 let r = &c.buf[..len];
-                if r.starts_with(b"SERVER_ERROR")
-                    || r.starts_with(b"CLIENT_ERROR")
-                    || r.starts_with(b"ERROR")
-                {
+                let failed = if binary {
+                    // Not OK and not a miss.
+                    !matches!(
+                        shardproxy::proto::memcache::binary::reply_status(r),
+                        Some(0 | 1)
+                    )
+                } else {
+                    r.starts_with(b"SERVER_ERROR")
+                        || r.starts_with(b"CLIENT_ERROR")
+                        || r.starts_with(b"ERROR")
+                };
+                if failed {
                     errors += 1;
                 }
                 c.buf.drain(..len);
@@ -135,7 +152,21 @@ fn worker(a: &Args, conns: usize, budget: u64, seed: u64) -> std::io::Result<(u6
                 rng ^= rng >> 7;
                 rng ^= rng << 17;
                 let key = rng % a.keys.max(1);
-                if a.op == "get" {
+                if a.binary {
+                    let k = format!("key:{key:012}");
+                    let get = a.op == "get";
+                    let extras: &[u8] = if get { &[] } else { &[0; 8] };
+                    let val: &[u8] = if get { &[] } else { &value };
+                    let body = extras.len() + k.len() + val.len();
+                    req.extend_from_slice(&[0x80, if get { 0x00 } else { 0x01 }]);
+                    req.extend_from_slice(&(k.len() as u16).to_be_bytes());
+                    req.extend_from_slice(&[extras.len() as u8, 0, 0, 0]);
+                    req.extend_from_slice(&(body as u32).to_be_bytes());
+                    req.extend_from_slice(&[0; 12]);
+                    req.extend_from_slice(extras);
+                    req.extend_from_slice(k.as_bytes());
+                    req.extend_from_slice(val);
+                } else if a.op == "get" {
                     req.extend_from_slice(format!("get key:{key:012}\r\n").as_bytes());
                 } else {
                     req.extend_from_slice(
@@ -151,7 +182,7 @@ fn worker(a: &Args, conns: usize, budget: u64, seed: u64) -> std::io::Result<(u6
             sent += n as u64;
         }
         for (i, c) in cs.iter_mut().enumerate().take(batches.len()) {
-            errors += read_replies(c, batches[i])?;
+            errors += read_replies(c, batches[i], a.binary)?;
             lat.push(started[i].elapsed().as_secs_f64() * 1000.0);
         }
     }

@@ -209,8 +209,13 @@ fn malformed_requests_get_errors_and_the_connection_stays_open() {
             b"CLIENT_ERROR flush_all is not supported by the proxy\r\n",
         ),
         (
-            b"ms k 2\r\nab\r\n".to_vec(),
-            b"CLIENT_ERROR ms is not supported by the proxy\r\n",
+            // Framed: forwarded, and memcached's own complaint comes back.
+            b"ms k 2 T0 abc\r\nab\r\n".to_vec(),
+            b"CLIENT_ERROR invalid flag\r\n",
+        ),
+        (
+            b"lru_crawler metadump all\r\n".to_vec(),
+            b"CLIENT_ERROR lru_crawler is not supported by the proxy\r\n",
         ),
         (
             b"set big 0 0 2000000000\r\n".to_vec(),
