@@ -140,6 +140,11 @@ const MC_REQUESTS: &[&[u8]] = &[
     b"verbosity 1\r\n",
     b"quit\r\n",
     b"ms k 2\r\nhi\r\n",
+    b"ms k 2 q T0 F5 O9\r\nhi\r\n",
+    b"mg k v f k q O123\r\n",
+    b"mg aGVsbG8= b v\r\n",
+    b"md k q\r\nma n N0 J5 v\r\nmn\r\n",
+    b"me k\r\n",
     b"stats\r\n",
 ];
 
@@ -158,6 +163,11 @@ const MC_REPLIES: &[&[u8]] = &[
     b"CLIENT_ERROR bad data chunk\r\n",
     b"SERVER_ERROR out of memory\r\n",
     b"VERSION 1.6.18\r\n",
+    b"VA 2 f5 kk O123\r\nhi\r\n",
+    b"HD c8\r\n",
+    b"EN\r\n",
+    b"NF\r\nMN\r\n",
+    b"ME k exp=-1 la=3 cas=2 fetch=no cls=1 size=63\r\n",
 ];
 
 /// Binary packets: getkq, set with extras, noop; a get reply, a miss.

@@ -283,13 +283,14 @@ fn meta_commands_answer_as_memcached_does() {
     let p = shardproxy(&pool(&[&a, &b, &c]), &[]);
     let direct = memcached();
     let mut script = Vec::new();
-    for i in 0..60 {
+    for i in 0..1000 {
         // Quiet sets: nothing comes back for them.
         script.extend(format!("ms meta:{i} 2 q T0 F{i}\r\nv{}\r\n", i % 10).into_bytes());
     }
     script.extend(b"mn\r\n".to_vec());
-    for i in 0..70 {
-        // Quiet gets with opaque and key: hits only, in order.
+    for i in 0..1200 {
+        // A 1,200-key quiet multi-get with opaques and keys (the last 200
+        // miss): the hits only, in order.
         script.extend(format!("mg meta:{i} v f k q O{i}\r\n").into_bytes());
     }
     script.extend(b"mn\r\n".to_vec());
