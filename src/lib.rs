@@ -85,6 +85,13 @@
 //! carries a retry ([`msg::Slot::on_error`]) that sends it elsewhere if the
 //! replica fails, so the server side still knows nothing of pools.
 //!
+//! A Redis Cluster pool ([`cluster`]) is a pool whose versions come from the
+//! cluster: its servers are the masters the slot map names, its router the
+//! slot table. A node's `MOVED`/`ASK`/`TRYAGAIN` reply goes back into
+//! routing through a hook on the server connection ([`server::Redirect`],
+//! implemented by the worker's pool), so the client's reply slot simply
+//! waits; a `MOVED` also asks for a new map.
+//!
 //! ## Two protocols, one engine
 //!
 //! Redis and memcache differ only where bytes are interpreted: the request and
@@ -94,7 +101,14 @@
 //! Everything else — routing, server connections, FIFO matching, timeouts,
 //! in-order replies, backpressure — is the same code, selected by
 //! [`msg::Protocol`]. memcache `noreply` requests are queued with no reply
-//! expected, so they never time out and never desynchronise the FIFO.
+//! expected, so they never time out and never desynchronise the FIFO. memcache
+//! binary clients ([`client::mcbin`]) get server connections of their own
+//! (memcached fixes a connection's protocol by its first byte); their quiet
+//! requests are sent loud and the proxy drops what the client must not see,
+//! while a quiet meta command is sent with an `mn` and its reply read up to
+//! the `MN` — either way every request on a server connection has one reply.
+//! TLS ([`tls`]) is a kind of stream: after the handshake, the same loops
+//! read and write through rustls.
 //!
 //! ## Threading
 //!
@@ -119,19 +133,22 @@
 //! |---|---|---|
 //! | [`conf`] | `nc_conf.c`: YAML → validated pools, nutcracker's order | no |
 //! | [`hash`] | `hashkit/`: the twelve hash functions | no |
-//! | [`dist`] | ketama / modula / random continuum, plus `server_name` | no |
+//! | [`dist`] | ketama / modula / random continuum, plus `server_name` and `redis_cluster` (CRC16 slots, `CLUSTER SHARDS`/`SLOTS` parsing) | no |
 //! | [`route`] | `hash_tag`, key → server index, rebuild over live servers | no |
 //! | [`health`] | `server_failure_limit`, `auto_eject_hosts`, retry (process-wide) | no |
-//! | [`proto`] | `nc_redis.c` / `nc_memcache.c` parsers; the redis command table (from Redis's metadata), key finding, merge rules; request guards | no |
+//! | [`proto`] | `nc_redis.c` / `nc_memcache.c` parsers (memcache ASCII with meta commands, and binary); the redis command table (from Redis's metadata), key finding, merge rules; request guards | no |
 //! | [`msg`] | `nc_message.c`: reply slots, proxy error kinds | no |
-//! | [`client`] | `nc_client.c`: client connection, in-order replies, fragments; sessions (pinned connections, transactions, pub/sub) | yes |
-//! | [`server`] | `nc_server.c`: server connections, FIFO matching, timeouts | yes |
+//! | [`client`] | `nc_client.c`: client connection, in-order replies, fragments; sessions (pinned connections, transactions, pub/sub); replica reads; memcache binary clients | yes |
+//! | [`server`] | `nc_server.c`: server connections, FIFO matching, timeouts; the cluster redirection hook | yes |
 //! | [`worker`] | `nc_core.c` event loop, one per thread | yes |
-//! | [`net`] | listeners, connects, socket options | yes |
+//! | [`net`] | listeners, connects, socket options; the stream type (TCP, unix, TLS) | yes |
+//! | [`tls`] | certificates and keys read and checked; handshakes (tokio-rustls), then TLS driven sans-IO under the same loops; failure and expiry metrics | yes (reads the files) |
 //! | [`proxy`] | start-up, signals, shutdown | yes |
 //! | [`reload`] | SIGUSR1: validate, diff pools by name, publish new versions | yes (reads the file) |
 //! | [`sentinel`] | `sentinels:`: masters' addresses from Sentinel, `+switch-master` on every sentinel, `ROLE`-checked; the healthy replicas `read_from` reads from | yes |
-//! | [`watch`] | `--watch-config`: inotify on the file's directory, debounced | yes |
+//! | [`cluster`] | `distribution: redis_cluster`: the slot map from the cluster, at start, periodically, on demand | yes |
+//! | [`control`] | control-plane connections to sentinels and cluster nodes | yes |
+//! | [`watch`] | `--watch-config`: inotify on the directories of the file and its TLS files, debounced | yes |
 //! | [`upgrade`] | `--upgrade-socket`: listening sockets handed to a new process (`SCM_RIGHTS`) | yes |
 //! | [`stats`] | `nc_stats.c`: per-worker counters, the stats port's JSON, Prometheus | yes (its two listeners) |
 //! | [`cli`], [`log`], [`daemon`], [`crash`] | `nc.c`, `nc_log.c`, `nc_signal.c` | |
