@@ -579,7 +579,10 @@ impl TlsStream {
                     buf.reserve(16 * 1024);
                 }
                 let at = buf.len();
-                buf.resize(buf.capacity(), 0);
+                // Zeroed before rustls writes into it: at most a record's worth
+                // at a time, not a buffer grown for a large value.
+                let room = (buf.capacity() - at).min(32 * 1024);
+                buf.resize(at + room, 0);
                 let r = c.reader().read(&mut buf[at..]);
                 match r {
                     Ok(n) if n > 0 => {
