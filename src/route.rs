@@ -139,6 +139,12 @@ impl Routing {
         }
     }
 
+    /// Whether keys have slots (`redis_cluster`).
+    #[inline]
+    pub fn has_slots(&self) -> bool {
+        self.current.as_ref().is_some_and(|d| d.has_slots())
+    }
+
     /// `redis_cluster`: the server index and the slot of `key`.
     #[inline]
     pub fn dispatch_slot(&self, key: &[u8]) -> Result<(usize, Option<u16>), NoServer> {

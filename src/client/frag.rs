@@ -57,8 +57,14 @@ pub fn plan<'k>(
     // `redis_cluster`: a part per slot (a node refuses keys of two slots in
     // one command); several parts may go to the same node.
     let mut by_slot: Option<std::collections::HashMap<u16, u32>> = None;
+    let slotted = routing.has_slots();
     for key in keys {
-        let (idx, slot) = routing.dispatch_slot(key).map_err(|e| (key, e))?;
+        let (idx, slot) = if slotted {
+            routing.dispatch_slot(key)
+        } else {
+            routing.dispatch(key).map(|i| (i, None))
+        }
+        .map_err(|e| (key, e))?;
         let at = match slot {
             None => &mut part_of[idx],
             Some(s) => by_slot

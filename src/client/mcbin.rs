@@ -22,7 +22,7 @@ use crate::proto::memcache::binary::{self, op, status, Bad, Header, Kind};
 use crate::proto::Scan;
 use crate::server::Dialect;
 use crate::stats::metrics::Class;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use std::rc::Rc;
 
 /// The largest request body taken (a value of memcached's largest item
@@ -85,13 +85,8 @@ pub fn handle_requests(s: &mut Session, rbuf: &mut BytesMut) -> Option<usize> {
         }
     }
     while !s.closing {
-        if s.swallow > 0 {
-            let n = s.swallow.min(rbuf.len());
-            rbuf.advance(n);
-            s.swallow -= n;
-            if s.swallow > 0 {
-                return Some(0);
-            }
+        if !s.swallow_bytes(rbuf) {
+            return Some(0);
         }
         match binary::scan_request(rbuf, MAX_BODY) {
             Ok((Scan::Complete(n), Some(h))) => {

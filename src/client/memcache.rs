@@ -40,14 +40,8 @@ pub fn handle_requests(s: &mut Session, rbuf: &mut BytesMut) -> usize {
 fn scan_all(s: &mut Session, rbuf: &mut BytesMut, req: &mut Request) -> usize {
     let limits = Limits::default();
     while !s.closing {
-        // Discard what an earlier malformed request still spans.
-        if s.swallow > 0 {
-            let n = s.swallow.min(rbuf.len());
-            rbuf.advance(n);
-            s.swallow -= n;
-            if s.swallow > 0 {
-                return 0;
-            }
+        if !s.swallow_bytes(rbuf) {
+            return 0;
         }
         if s.swallow_line {
             match memchr::memchr(b'\n', rbuf) {

@@ -200,6 +200,17 @@ impl Session {
         self.ready(bytes);
     }
 
+    /// memcache: discards what an earlier refused request still spans
+    /// (`swallow` bytes); false while more of it is to come.
+    pub fn swallow_bytes(&mut self, rbuf: &mut BytesMut) -> bool {
+        if self.swallow > 0 {
+            let n = self.swallow.min(rbuf.len());
+            bytes::Buf::advance(rbuf, n);
+            self.swallow -= n;
+        }
+        self.swallow == 0
+    }
+
     /// Closes the connection after the queued replies because the byte stream
     /// cannot be resynchronised.
     pub fn break_off(&mut self) {

@@ -14,33 +14,11 @@ pub const SLOTS: usize = 16384;
 /// A slot no master serves.
 pub const NONE: u16 = u16::MAX;
 
-const fn crc16_table() -> [u16; 256] {
-    let mut t = [0u16; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = (i as u16) << 8;
-        let mut b = 0;
-        while b < 8 {
-            c = if c & 0x8000 != 0 {
-                (c << 1) ^ 0x1021
-            } else {
-                c << 1
-            };
-            b += 1;
-        }
-        t[i] = c;
-        i += 1;
-    }
-    t
-}
-
-static CRC16: [u16; 256] = crc16_table();
-
-/// CRC16-CCITT (XMODEM), as Redis Cluster computes it.
+/// CRC16-CCITT (XMODEM), as Redis Cluster computes it: the low 16 bits of
+/// nutcracker's `crc16` (the same table; nutcracker only never masks its
+/// accumulator).
 pub fn crc16(bytes: &[u8]) -> u16 {
-    bytes.iter().fold(0u16, |crc, &b| {
-        (crc << 8) ^ CRC16[(((crc >> 8) as u8) ^ b) as usize]
-    })
+    crate::hash::crc::crc16(bytes) as u16
 }
 
 /// The slot of a routing key (its hash tag already taken, see
@@ -211,6 +189,10 @@ impl Distributor for SlotTable {
     #[inline]
     fn slot(&self, key: RouteKey<'_>) -> Option<u16> {
         Some(slot(key.bytes))
+    }
+
+    fn has_slots(&self) -> bool {
+        true
     }
 }
 

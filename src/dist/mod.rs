@@ -70,6 +70,12 @@ pub trait Distributor: Send + Sync + fmt::Debug {
     fn slot(&self, _key: RouteKey<'_>) -> Option<u16> {
         None
     }
+
+    /// Whether [`Distributor::slot`] says anything (asked once per request,
+    /// not per key).
+    fn has_slots(&self) -> bool {
+        false
+    }
 }
 
 /// The inputs every strategy's `build` gets.

@@ -9,7 +9,7 @@
 //!
 //! Pure code: no I/O, no allocation.
 
-mod crc;
+pub(crate) mod crc;
 mod fnv;
 mod jenkins;
 mod misc;

@@ -364,19 +364,9 @@ pub fn scan_request(buf: &[u8], limits: &Limits, req: &mut Request) -> Result<Sc
             if !fields_ok {
                 return Err(malformed(BAD_FORMAT, Skip::Bytes(total), noreply));
             }
-            if buf.len() < total {
-                return Ok(Scan::Incomplete { hint: total });
-            }
-            if &buf[total - 2..total] != b"\r\n" {
-                return Err(malformed(
-                    "CLIENT_ERROR bad data chunk",
-                    Skip::BytesThenLine(total),
-                    noreply,
-                ));
-            }
             req.keys = 1..2;
             req.noreply = noreply;
-            return Ok(Scan::Complete(total));
+            return data_block(buf, total, noreply);
         }
         Command::MetaNoop => {
             if args != 0 {
@@ -410,19 +400,9 @@ pub fn scan_request(buf: &[u8], limits: &Limits, req: &mut Request) -> Result<Sc
                 if !key_ok {
                     return Err(malformed(BAD_FORMAT, Skip::Bytes(total), false));
                 }
-                if buf.len() < total {
-                    return Ok(Scan::Incomplete { hint: total });
-                }
-                if &buf[total - 2..total] != b"\r\n" {
-                    return Err(malformed(
-                        "CLIENT_ERROR bad data chunk",
-                        Skip::BytesThenLine(total),
-                        false,
-                    ));
-                }
                 req.keys = 1..2;
                 req.noreply = false;
-                return Ok(Scan::Complete(total));
+                return data_block(buf, total, false);
             }
             if !key_ok {
                 return Err(malformed(BAD_FORMAT, skip_line, false));
@@ -476,6 +456,22 @@ pub fn scan_request(buf: &[u8], limits: &Limits, req: &mut Request) -> Result<Sc
     }
     req.noreply = noreply;
     Ok(Scan::Complete(line_len))
+}
+
+/// A storage request whose command line is valid and whose data block ends
+/// at `total`: complete once it is all here and ends with CRLF.
+fn data_block(buf: &[u8], total: usize, noreply: bool) -> Result<Scan, Malformed> {
+    if buf.len() < total {
+        return Ok(Scan::Incomplete { hint: total });
+    }
+    if &buf[total - 2..total] != b"\r\n" {
+        return Err(malformed(
+            "CLIENT_ERROR bad data chunk",
+            Skip::BytesThenLine(total),
+            noreply,
+        ));
+    }
+    Ok(Scan::Complete(total))
 }
 
 fn unsupported(name: &[u8], skip: Skip) -> Malformed {
