@@ -9,6 +9,35 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use support::{resp, shardproxy, within, Conn, Proc, Value};
 
+/// Runs `redis-cli args`, which must succeed.
+fn redis_cli(what: &str, args: &[String]) {
+    let out = Command::new("redis-cli")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("redis-cli: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Stops the load clients: (requests, failures).
+fn finish(
+    stop: &AtomicBool,
+    clients: Vec<std::thread::JoinHandle<(u64, Vec<String>)>>,
+) -> (u64, Vec<String>) {
+    stop.store(true, Ordering::Relaxed);
+    let (mut n, mut bad) = (0, Vec::new());
+    for t in clients {
+        let (a, b) = t.join().unwrap_or_else(|_| panic!("a client panicked"));
+        n += a;
+        bad.extend(b);
+    }
+    (n, bad)
+}
+
 /// A cluster of `n` nodes (masters and, with `replicas`, one replica each).
 struct Cluster {
     nodes: Vec<Proc>,
@@ -48,16 +77,7 @@ impl Cluster {
             replicas.to_string(),
             "--cluster-yes".into(),
         ]);
-        let out = Command::new("redis-cli")
-            .args(&args)
-            .output()
-            .unwrap_or_else(|e| panic!("redis-cli: {e}"));
-        assert!(
-            out.status.success(),
-            "cluster create: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        redis_cli("cluster create", &args);
         let c = Cluster { nodes };
         within(30, "the cluster is ok on every node", || {
             c.nodes.iter().all(|n| {
@@ -213,23 +233,8 @@ fn keys_land_where_the_cluster_places_them() {
 
 #[test]
 fn dash_t_says_what_does_not_apply() {
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let conf = dir.path().join("p.yml");
-    let bin = std::path::PathBuf::from(env!("CARGO_BIN_EXE_shardproxy"));
     let base = "orders:\n  listen: 127.0.0.1:22130\n  redis: true\n  distribution: redis_cluster\n  servers:\n   - 127.0.0.1:7000:1\n   - 127.0.0.1:7001:1\n";
-    let check = |text: &str| {
-        std::fs::write(&conf, text).unwrap_or_else(|e| panic!("{e}"));
-        let out = Command::new(&bin)
-            .arg("-t")
-            .arg("-c")
-            .arg(&conf)
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let check = support::check_conf;
     let (ok, err) = check(base);
     assert!(ok, "{err}");
     let (ok, _) = check(&base.replace("  redis: true\n", "  redis: true\n  hash_tag: \"{}\"\n"));
@@ -341,26 +346,25 @@ fn resharding_under_load_loses_nothing() {
     let stop = Arc::new(AtomicBool::new(false));
     let clients = load(p.port, 4, stop.clone());
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let out = Command::new("redis-cli")
-        .args(["--cluster", "reshard", &format!("127.0.0.1:{}", ids[0].0)])
-        .args(["--cluster-from", &ids[0].1, "--cluster-to", &ids[1].1])
-        .args(["--cluster-slots", "3000", "--cluster-yes"])
-        .output()
-        .unwrap_or_else(|e| panic!("redis-cli: {e}"));
-    assert!(
-        out.status.success(),
-        "reshard: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let from = format!("127.0.0.1:{}", ids[0].0);
+    redis_cli(
+        "reshard",
+        &[
+            "--cluster",
+            "reshard",
+            &from,
+            "--cluster-from",
+            &ids[0].1,
+            "--cluster-to",
+            &ids[1].1,
+            "--cluster-slots",
+            "3000",
+            "--cluster-yes",
+        ]
+        .map(String::from),
     );
     std::thread::sleep(std::time::Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let (mut n, mut bad) = (0, Vec::new());
-    for t in clients {
-        let (a, b) = t.join().unwrap_or_else(|_| panic!("a client panicked"));
-        n += a;
-        bad.extend(b);
-    }
+    let (n, bad) = finish(&stop, clients);
     let (moved, ask) = (redirects(&p, "moved"), redirects(&p, "ask"));
     println!(
         "3,000 slots resharded under load: {n} requests, {} errors or wrong values; {moved} MOVED and {ask} ASK absorbed",
@@ -528,13 +532,7 @@ fn a_manual_failover_under_load_fails_nothing() {
         role(replica) == "master"
     });
     std::thread::sleep(std::time::Duration::from_secs(1));
-    stop.store(true, Ordering::Relaxed);
-    let (mut n, mut bad) = (0, Vec::new());
-    for t in clients {
-        let (a, b) = t.join().unwrap_or_else(|_| panic!("a client panicked"));
-        n += a;
-        bad.extend(b);
-    }
+    let (n, bad) = finish(&stop, clients);
     println!(
         "manual failover under load: {n} requests, {} failed; {} MOVED absorbed",
         bad.len(),
@@ -566,13 +564,7 @@ fn a_killed_master_is_replaced_by_its_replica() {
     });
     let serving = killed.elapsed();
     std::thread::sleep(std::time::Duration::from_millis(500));
-    stop.store(true, Ordering::Relaxed);
-    let (mut n, mut bad) = (0, Vec::new());
-    for t in clients {
-        let (a, b) = t.join().unwrap_or_else(|_| panic!("a client panicked"));
-        n += a;
-        bad.extend(b);
-    }
+    let (n, bad) = finish(&stop, clients);
     // What failed got an error reply (a value from before the last
     // acknowledged write would be the cluster's asynchronous replication,
     // not the proxy; none is expected here with writes this slow).
@@ -590,14 +582,8 @@ fn a_killed_master_is_replaced_by_its_replica() {
     assert!(!Conn::new(replica).cmd(&[b"GET", b"after:1"]).is_empty());
 }
 
-/// `calls` of `cmdstat_<cmd>` in a node's `INFO commandstats`.
 fn calls(port: u16, cmd: &str) -> i64 {
-    let info = Conn::new(port).value(&[b"INFO", b"commandstats"]).text();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    support::commandstat_calls(port, cmd)
 }
 
 /// `read_from: replica` with a cluster: reads go to the replicas (on

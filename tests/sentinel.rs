@@ -28,6 +28,21 @@ fn sentinel_of(masters: &[(&str, u16)]) -> Proc {
     })
 }
 
+/// Whether `sentinel` sees the two other sentinels and the one replica of
+/// master `name`.
+fn sees_all(sentinel: &Proc, name: &str) -> bool {
+    let r = Conn::new(sentinel.port).value(&[b"SENTINEL", b"MASTER", name.as_bytes()]);
+    let items = r.items();
+    let get = |k: &str| {
+        items
+            .chunks(2)
+            .find(|p| p.len() == 2 && p[0].text() == k)
+            .map(|p| p[1].text())
+            .unwrap_or_default()
+    };
+    get("num-other-sentinels") == "2" && get("num-slaves") == "1"
+}
+
 /// A proxy whose one server is the Sentinel master `server1`, starting at
 /// `master`, with these sentinels.
 fn proxy(master: &Proc, sentinels: &[Proc]) -> Proc {
@@ -79,16 +94,7 @@ fn a_failover_moves_writes_to_the_promoted_replica() {
     });
     let mut sentinels: Vec<Proc> = (0..3).map(|_| sentinel(master.port)).collect();
     within(20, "the sentinels see each other and the replica", || {
-        let r = Conn::new(sentinels[0].port).value(&[b"SENTINEL", b"MASTER", b"server1"]);
-        let items = r.items();
-        let get = |k: &str| {
-            items
-                .chunks(2)
-                .find(|p| p.len() == 2 && p[0].text() == k)
-                .map(|p| p[1].text())
-                .unwrap_or_default()
-        };
-        get("num-other-sentinels") == "2" && get("num-slaves") == "1"
+        sees_all(&sentinels[0], "server1")
     });
     let p = proxy(&master, &sentinels);
     // A writer on one connection, all along: which writes were acknowledged,
@@ -295,14 +301,8 @@ fn read_replicas(p: &Proc) -> Vec<u16> {
     v
 }
 
-/// `calls` of `cmdstat_<cmd>` in the node's `INFO commandstats`.
 fn calls(p: &Proc, cmd: &str) -> i64 {
-    let info = Conn::new(p.port).value(&[b"INFO", b"commandstats"]).text();
-    info.lines()
-        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
+    support::commandstat_calls(p.port, cmd)
 }
 
 #[test]
@@ -596,18 +596,7 @@ fn failovers_of_each_master_move_no_key() {
         .collect();
     let sentinels: Vec<Proc> = (0..3).map(|_| sentinel_of(&monitored)).collect();
     within(30, "the sentinels see each other and the replicas", || {
-        names.iter().all(|n| {
-            let r = Conn::new(sentinels[0].port).value(&[b"SENTINEL", b"MASTER", n.as_bytes()]);
-            let items = r.items();
-            let get = |k: &str| {
-                items
-                    .chunks(2)
-                    .find(|p| p.len() == 2 && p[0].text() == k)
-                    .map(|p| p[1].text())
-                    .unwrap_or_default()
-            };
-            get("num-other-sentinels") == "2" && get("num-slaves") == "1"
-        })
+        names.iter().all(|n| sees_all(&sentinels[0], n))
     });
     let list: String = sentinels
         .iter()

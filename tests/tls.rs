@@ -4,7 +4,7 @@
 //! `redis-cli --tls`, redis-py `ssl=True`, pymemcache with a TLS context.
 
 mod support;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use support::{redis, run_python, shardproxy, start, within, Conn, Proc};
@@ -490,27 +490,12 @@ fn certificates_rotate_on_file_change_and_reload() {
 #[test]
 fn dash_t_names_the_wrong_file() {
     let c = Certs::new();
-    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-    let conf = dir.path().join("p.yml");
     let base = format!(
         "alpha:\n  listen: 127.0.0.1:22199\n  redis: true\n  tls_cert: {}\n  tls_key: {}\n  servers:\n   - 127.0.0.1:6379:1\n",
         c.path("server.crt"),
         c.path("server.key")
     );
-    let bin = PathBuf::from(env!("CARGO_BIN_EXE_shardproxy"));
-    let check = |text: &str| {
-        std::fs::write(&conf, text).unwrap_or_else(|e| panic!("{e}"));
-        let out = Command::new(&bin)
-            .arg("-t")
-            .arg("-c")
-            .arg(&conf)
-            .output()
-            .unwrap_or_else(|e| panic!("{e}"));
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let check = support::check_conf;
     let (ok, err) = check(&base);
     assert!(ok, "{err}");
     for (text, want) in [

@@ -739,3 +739,30 @@ pub fn pinned_connections(p: &Proc) -> i64 {
         .filter_map(|l| l.rsplit(' ').next()?.parse::<i64>().ok())
         .sum()
 }
+
+/// `calls` of `cmdstat_<cmd>` in a redis node's `INFO commandstats`.
+pub fn commandstat_calls(port: u16, cmd: &str) -> i64 {
+    let info = Conn::new(port).value(&[b"INFO", b"commandstats"]).text();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("cmdstat_{cmd}:calls=")))
+        .and_then(|rest| rest.split(',').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `shardproxy -t` on a configuration text: (accepted, stderr).
+pub fn check_conf(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+    let conf = dir.path().join("p.yml");
+    std::fs::write(&conf, text).unwrap_or_else(|e| panic!("{e}"));
+    let out = Command::new(env!("CARGO_BIN_EXE_shardproxy"))
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf)
+        .output()
+        .unwrap_or_else(|e| panic!("{e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
