@@ -74,12 +74,62 @@ impl Redirection {
         let line = reply.strip_suffix(b"\r\n")?;
         let text = std::str::from_utf8(line.strip_prefix(b"-")?).ok()?;
         let mut w = text.split(' ');
-        match w.next()? {
-            "MOVED" => Some(Redirection::Moved(w.nth(1)?.to_string())),
-            "ASK" => Some(Redirection::Ask(w.nth(1)?.to_string())),
+        let kind = w.next()?;
+        // `<slot> <host:port>`, the port a number: anything else is passed
+        // to the client as the node sent it.
+        let mut target = || {
+            let slot = w.next()?;
+            let addr = w.next()?;
+            let (_, port) = addr.rsplit_once(':')?;
+            (slot.parse::<u16>().is_ok() && port.parse::<u16>().is_ok()).then(|| addr.to_string())
+        };
+        match kind {
+            "MOVED" => Some(Redirection::Moved(target()?)),
+            "ASK" => Some(Redirection::Ask(target()?)),
             "TRYAGAIN" => Some(Redirection::TryAgain),
             "CLUSTERDOWN" => Some(Redirection::Down),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod redirection_tests {
+    use super::Redirection;
+
+    #[test]
+    fn redirections_and_what_passes_through() {
+        assert_eq!(
+            Redirection::of(b"-MOVED 3999 127.0.0.1:6381\r\n"),
+            Some(Redirection::Moved("127.0.0.1:6381".into()))
+        );
+        assert_eq!(
+            Redirection::of(b"-ASK 12182 [::1]:7000\r\n"),
+            Some(Redirection::Ask("[::1]:7000".into()))
+        );
+        assert_eq!(
+            Redirection::of(b"-TRYAGAIN Multiple keys\r\n"),
+            Some(Redirection::TryAgain)
+        );
+        assert_eq!(
+            Redirection::of(b"-CLUSTERDOWN The cluster is down\r\n"),
+            Some(Redirection::Down)
+        );
+        // Malformed: the client gets the node's reply itself.
+        for bad in [
+            &b"-MOVED 3999\r\n"[..],
+            b"-MOVED x 127.0.0.1:6381\r\n",
+            b"-MOVED 3999 127.0.0.1:port\r\n",
+            b"-MOVED 3999 127.0.0.1\r\n",
+            b"-ERR MOVED\r\n",
+            b"+OK\r\n",
+        ] {
+            assert_eq!(
+                Redirection::of(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 }

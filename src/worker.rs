@@ -281,36 +281,45 @@ impl crate::server::Redirect for Redirector {
             return true;
         }
         pool.stats.redirects[kind].incr();
+        // A node that cannot be reached by its address: the reply goes to
+        // the client as it came (false), or, later, an error — never
+        // nothing.
         match to {
             R::Moved(addr) => {
                 self.refresh.notify_one();
                 pool.node(&addr, |n| {
                     n.send_in(dialect, data, slot, std::time::Instant::now())
-                });
+                })
             }
             R::Ask(addr) => pool.node(&addr, |n| n.send_asking(dialect, data, slot)),
-            R::Down => return false,
+            R::Down => false,
             R::TryAgain => {
                 let addr = from.to_string();
                 tokio::task::spawn_local(async move {
                     tokio::time::sleep(TRYAGAIN_DELAY).await;
                     let pool = cell.current();
-                    pool.node(&addr, |n| {
+                    let failed = slot.clone();
+                    let sent = pool.node(&addr, |n| {
                         n.send_in(dialect, data, slot, std::time::Instant::now())
                     });
+                    if !sent {
+                        failed.fill(Err(crate::msg::ErrKind::HostDown));
+                    }
                 });
+                true
             }
         }
-        true
     }
 }
 
 impl PoolLocal {
     /// Runs `f` with the server slot of the node at `addr` (`host:port`):
-    /// a server of the slot map, or one connected on demand.
-    pub fn node(&self, addr: &str, f: impl FnOnce(&ServerSlot)) {
+    /// a server of the slot map, or one connected on demand; false (and `f`
+    /// not run) when `addr` is not `host:port`.
+    pub fn node(&self, addr: &str, f: impl FnOnce(&ServerSlot)) -> bool {
         if let Some(s) = self.servers.iter().find(|s| s.name() == addr) {
-            return f(s);
+            f(s);
+            return true;
         }
         let found = self
             .extra
@@ -322,9 +331,11 @@ impl PoolLocal {
             Some(s) => s,
             None => {
                 let Some((host, port)) = addr.rsplit_once(':') else {
-                    return;
+                    return false;
                 };
-                let Ok(port) = port.parse() else { return };
+                let Ok(port) = port.parse() else {
+                    return false;
+                };
                 let conf = ServerConf {
                     spec: format!("{addr}:1"),
                     name: addr.to_string(),
@@ -345,7 +356,8 @@ impl PoolLocal {
                 s
             }
         };
-        f(&slot)
+        f(&slot);
+        true
     }
 }
 
