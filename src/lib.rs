@@ -34,9 +34,15 @@
 //! * The request is queued on a **server connection** ([`server`]) of the chosen
 //!   server, together with a reply [`msg::Slot`]. Requests from every client of
 //!   the worker are pipelined onto that connection and written with vectored
-//!   writes; replies are matched strictly FIFO and dropped into the slots.
+//!   writes — once per event-loop turn: a connection woken by a request lets
+//!   the other tasks the turn woke queue theirs first, so one write carries
+//!   them all; replies are matched strictly FIFO and dropped into the slots.
 //! * The client keeps an in-order queue of slots and writes each reply as soon as
-//!   every earlier one is written. Multi-key commands (MGET, DEL, MSET, …,
+//!   every earlier one is written. When a client waits for exactly one reply
+//!   with nothing unwritten (an unpipelined request), it arms the slot to be
+//!   written straight to its socket by the server connection that fills it
+//!   ([`msg::Slot::direct`]): no wake-up, no second pass through the client's
+//!   loop; what the socket does not take goes the usual way. Multi-key commands (MGET, DEL, MSET, …,
 //!   memcache `get`/`gets`/`gat`/`gats`) become one fragment per server and are
 //!   merged in key order, in linear time ([`client::frag`]). Keyless commands
 //!   that concern every server (`SCAN`, `KEYS`, `DBSIZE`, `FLUSHALL`,

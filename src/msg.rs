@@ -2,10 +2,12 @@
 //! reply slot a request's response lands in, and the errors the proxy answers
 //! with. Both sides share only these types.
 
+use crate::net::Stream;
 use bytes::Bytes;
 use std::cell::{Cell, RefCell};
-use std::rc::Rc;
+use std::rc::{Rc, Weak};
 use std::task::{Context, Poll, Waker};
+use std::time::Instant;
 
 /// Why the proxy answers a request itself with an error (spec §5.3: nutcracker
 /// replies with strerror's text; so do we, where the cause is an errno).
@@ -212,6 +214,11 @@ pub struct Slot {
     retry: Cell<Option<Retry>>,
     /// Cluster redirections followed so far.
     hops: Cell<u8>,
+    /// Set while the reply may be written straight to the client's socket
+    /// by whoever fills the slot (see [`Slot::direct`]).
+    direct: Cell<Option<Weak<Stream>>>,
+    /// When the reply was written that way.
+    delivered: Cell<Option<Instant>>,
 }
 
 impl std::fmt::Debug for Slot {
@@ -231,6 +238,8 @@ impl Slot {
             countdown: None,
             retry: Cell::new(None),
             hops: Cell::new(0),
+            direct: Cell::new(None),
+            delivered: Cell::new(None),
         })
     }
 
@@ -243,6 +252,8 @@ impl Slot {
             countdown: Some(countdown),
             retry: Cell::new(None),
             hops: Cell::new(0),
+            direct: Cell::new(None),
+            delivered: Cell::new(None),
         })
     }
 
@@ -260,13 +271,58 @@ impl Slot {
         self.retry.set(Some(retry));
     }
 
+    /// Lets the next fill with a reply write it to `client` itself, with no
+    /// wake-up: the client's one outstanding reply, with nothing before it
+    /// unwritten (an unpipelined request, the common case). Armed by the
+    /// client each time it parks on such a reply and withdrawn
+    /// ([`Slot::undirect`]) each time it wakes, so nothing can have been
+    /// queued for the client meanwhile: order holds. A reply the socket does
+    /// not take whole (or an error) lands in the slot as usual, the rest to
+    /// be written by the client.
+    pub fn direct(&self, client: Weak<Stream>) {
+        self.direct.set(Some(client));
+    }
+
+    /// Withdraws [`Slot::direct`].
+    pub fn undirect(&self) {
+        self.direct.set(None);
+    }
+
+    /// When the reply was written to the client by [`Slot::direct`].
+    pub fn delivered(&self) -> Option<Instant> {
+        self.delivered.get()
+    }
+
     /// Sets the outcome (first one wins) and wakes the owner (for a part: once
-    /// every part has its outcome).
+    /// every part has its outcome). `now`: the time the outcome arrived.
     pub fn fill(&self, outcome: Outcome) {
+        self.fill_at(outcome, None)
+    }
+
+    /// [`Slot::fill`], with the time the reply was read (saves a clock
+    /// read when it is written directly).
+    pub fn fill_at(&self, mut outcome: Outcome, now: Option<Instant>) {
         if let Err(e) = outcome {
             if let Some(retry) = self.retry.take() {
                 if retry(e) {
                     return;
+                }
+            }
+        }
+        if self.delivered.get().is_some() {
+            return;
+        }
+        if let (Ok(reply), Some(client)) = (&outcome, self.direct.take()) {
+            if let Some(stream) = client.upgrade() {
+                match stream.try_write(reply) {
+                    Ok(n) if n == reply.len() => {
+                        self.delivered.set(Some(now.unwrap_or_else(Instant::now)));
+                        return;
+                    }
+                    // The client writes the rest.
+                    Ok(n) => outcome = Ok(reply.slice(n..)),
+                    // Would block, or failed: the client's own write sees it.
+                    Err(_) => {}
                 }
             }
         }
@@ -377,5 +433,144 @@ mod tests {
         slot.on_error(Box::new(|_| panic!("a reply is not retried")));
         slot.fill(Ok(Bytes::from_static(b"$1\r\nx\r\n")));
         assert!(slot.is_done());
+    }
+
+    /// A connected pair: the proxy's side as a [`Stream`], the client's as
+    /// a blocking std socket.
+    async fn pair() -> (Rc<Stream>, std::os::unix::net::UnixStream) {
+        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap_or_else(|e| panic!("{e}"));
+        a.set_nonblocking(true).unwrap_or_else(|e| panic!("{e}"));
+        let a = Stream::Unix(tokio::net::UnixStream::from_std(a).unwrap_or_else(|e| panic!("{e}")));
+        // (tokio writes once it has seen the socket writable.)
+        a.writable().await.unwrap_or_else(|e| panic!("{e}"));
+        b.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .unwrap_or_else(|e| panic!("{e}"));
+        (Rc::new(a), b)
+    }
+
+    fn counted() -> (Arc<Count>, Rc<Wake>, Waker) {
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let owner = Rc::new(Wake::default());
+        let mut cx = Context::from_waker(&waker);
+        assert_eq!(owner.poll(&mut cx), Poll::Pending);
+        (count, owner, waker)
+    }
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_direct_reply_is_written_by_the_filler_and_wakes_nobody() {
+        runtime().block_on(async {
+            use std::io::Read;
+            let (stream, mut client) = pair().await;
+            let (count, owner, _w) = counted();
+            let slot = Slot::new(owner);
+            slot.direct(Rc::downgrade(&stream));
+            let t = Instant::now();
+            slot.fill_at(Ok(Bytes::from_static(b"$1\r\nx\r\n")), Some(t));
+            assert_eq!(slot.delivered(), Some(t));
+            assert_eq!(slot.take(), None);
+            assert_eq!(count.0.load(Ordering::SeqCst), 0);
+            let mut got = [0u8; 7];
+            client
+                .read_exact(&mut got)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(&got, b"$1\r\nx\r\n");
+            // Delivered: a later outcome (a timeout racing it) is ignored.
+            slot.fill(Err(ErrKind::TimedOut));
+            assert_eq!(slot.take(), None);
+            assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        });
+    }
+
+    #[test]
+    fn errors_withdrawn_and_orphaned_directs_land_in_the_slot() {
+        runtime().block_on(async {
+            let (stream, _client) = pair().await;
+            // An error is the client's to render: stored, owner woken.
+            let (count, owner, _w) = counted();
+            let slot = Slot::new(owner);
+            slot.direct(Rc::downgrade(&stream));
+            slot.fill(Err(ErrKind::Reset));
+            assert_eq!(slot.delivered(), None);
+            assert_eq!(slot.take(), Some(Err(ErrKind::Reset)));
+            assert_eq!(count.0.load(Ordering::SeqCst), 1);
+            // Withdrawn (the client woke for something else): stored.
+            let (count, owner, _w) = counted();
+            let slot = Slot::new(owner);
+            slot.direct(Rc::downgrade(&stream));
+            slot.undirect();
+            slot.fill(Ok(Bytes::from_static(b"+OK\r\n")));
+            assert_eq!(slot.take(), Some(Ok(Bytes::from_static(b"+OK\r\n"))));
+            assert_eq!(count.0.load(Ordering::SeqCst), 1);
+            // The client is gone: stored, harmlessly.
+            let (count, owner, _w) = counted();
+            let slot = Slot::new(owner);
+            slot.direct(Rc::downgrade(&stream));
+            drop(stream);
+            slot.fill(Ok(Bytes::from_static(b"+OK\r\n")));
+            assert!(slot.is_done());
+            assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        });
+    }
+
+    #[test]
+    fn what_the_socket_does_not_take_is_left_for_the_client_in_order() {
+        runtime().block_on(async {
+            use std::io::{Read, Write};
+            let (stream, mut client) = pair().await;
+            // Fill the socket to the brim behind tokio's back (it still
+            // thinks it writable), then open a window smaller than the reply.
+            let Stream::Unix(s) = &*stream else {
+                unreachable!()
+            };
+            let fd = std::os::fd::AsFd::as_fd(s)
+                .try_clone_to_owned()
+                .unwrap_or_else(|e| panic!("{e}"));
+            let mut raw = std::os::unix::net::UnixStream::from(fd);
+            let mut queued = 0usize;
+            loop {
+                match raw.write(&[b'.'; 4096]) {
+                    Ok(n) => queued += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            assert!(queued > 8192, "the socket took {queued} bytes");
+            let mut window = vec![0u8; 8192];
+            client
+                .read_exact(&mut window)
+                .unwrap_or_else(|e| panic!("{e}"));
+            queued -= window.len();
+            let reply: Bytes = (0..200_000u32)
+                .map(|i| (i % 251) as u8)
+                .collect::<Vec<_>>()
+                .into();
+            let (count, owner, _w) = counted();
+            let slot = Slot::new(owner);
+            slot.direct(Rc::downgrade(&stream));
+            slot.fill(Ok(reply.clone()));
+            assert_eq!(slot.delivered(), None);
+            assert_eq!(count.0.load(Ordering::SeqCst), 1);
+            let Some(Ok(rest)) = slot.take() else {
+                panic!("the rest of the reply is in the slot")
+            };
+            assert!(rest.len() < reply.len(), "part of it was written");
+            // The filler wrote a prefix; the client writes the rest after it.
+            let mut sent = vec![0u8; queued + reply.len() - rest.len()];
+            client
+                .read_exact(&mut sent)
+                .unwrap_or_else(|e| panic!("{e}"));
+            assert!(sent[..queued].iter().all(|&b| b == b'.'));
+            let mut whole = sent[queued..].to_vec();
+            whole.extend_from_slice(&rest);
+            assert_eq!(whole, reply.as_ref());
+        });
     }
 }

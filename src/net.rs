@@ -189,6 +189,21 @@ impl Stream {
         Ok(n)
     }
 
+    /// Writes what the socket takes of `buf` now (plain sockets only: a TLS
+    /// stream answers `WouldBlock`).
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write(buf),
+            Stream::Unix(s) => s.try_write(buf),
+            Stream::Tls(_) => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    /// Whether replies may be written to it by [`crate::msg::Slot::direct`].
+    pub fn plain(&self) -> bool {
+        !matches!(self, Stream::Tls(_))
+    }
+
     pub fn try_write_vectored(&self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.try_write_vectored(bufs),

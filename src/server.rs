@@ -734,6 +734,7 @@ impl Conn {
         let timer = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(timer);
         let mut armed: Option<Instant> = None;
+        let mut requeued = false;
         loop {
             if conn.closing.get() {
                 return self.fail(ErrKind::ServerEof);
@@ -747,6 +748,15 @@ impl Conn {
                 conn.closing.set(true);
                 return self.fail(ErrKind::ServerEof);
             }
+            // Requests queued by a task this turn: let the other tasks the
+            // same turn woke queue theirs first (the task goes to the back
+            // of the run queue), so one write carries them all.
+            if !requeued && !conn.queue.borrow().is_empty() {
+                requeued = true;
+                requeue().await;
+                continue;
+            }
+            requeued = false;
             // Take everything queued: it is written in order, so replies match FIFO.
             {
                 let mut q = conn.queue.borrow_mut();
@@ -907,7 +917,7 @@ impl Conn {
                         st.get(F::Responses).incr();
                         st.get(F::ResponseBytes).add(reply.len() as i64);
                         st.latency.observe(now.saturating_duration_since(f.sent));
-                        s.fill(Ok(reply));
+                        s.fill_at(Ok(reply), Some(now.into_std()));
                     }
                 }
                 Ok(Scan::Incomplete { hint }) => return Ok(hint),
@@ -949,6 +959,20 @@ impl Conn {
             }
         }
     }
+}
+
+/// Ready on the second poll: the task wakes itself and goes to the back of
+/// its worker's run queue, behind every task already woken.
+fn requeue() -> impl Future<Output = ()> {
+    let mut once = false;
+    std::future::poll_fn(move |cx| {
+        if once {
+            return Poll::Ready(());
+        }
+        once = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    })
 }
 
 /// What woke a server connection's loop.

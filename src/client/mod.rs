@@ -263,6 +263,8 @@ enum Event {
 
 /// Serves one client connection until it closes.
 pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> End {
+    let plain = stream.plain();
+    let stream = Rc::new(stream);
     let pool = cell.current();
     let authenticated = open_pool(&pool.shared.conf);
     let proto = Protocol::of(pool.shared.conf.redis);
@@ -332,6 +334,15 @@ pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> En
         while let Some(front) = s.pending.front_mut() {
             let ready = match &mut front.reply {
                 Pending::Ready(b) => Some(std::mem::take(b)),
+                Pending::Wait(slot) if slot.delivered().is_some() => {
+                    // Written to the socket already (see `direct` below).
+                    if let Some(at) = slot.delivered() {
+                        stats.latency[front.class as usize]
+                            .observe(at.saturating_duration_since(front.since));
+                    }
+                    s.pending.pop_front();
+                    continue;
+                }
                 Pending::Wait(slot) => slot.take().map(|o| {
                     if o.is_err() {
                         stats.get(PoolField::ForwardError).incr();
@@ -414,7 +425,27 @@ pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> En
                 End::Eof
             };
         }
-        if s.pending.is_empty() && rbuf.is_empty() && rbuf.capacity() > 0 {
+        // The one reply owed, nothing unwritten before it, no session state
+        // that looks at replies: whoever fills its slot writes it to the
+        // socket, and this task is not woken for it (see `Slot::direct`).
+        let direct = match s.pending.front() {
+            Some(Owed {
+                reply: Pending::Wait(slot),
+                ..
+            }) if s.pending.len() == 1
+                && out.is_empty()
+                && plain
+                && !s.closing
+                && s.subs.is_none()
+                && s.pins.is_empty()
+                && s.txn.is_none() =>
+            {
+                slot.direct(Rc::downgrade(&stream));
+                Some(slot.clone())
+            }
+            _ => None,
+        };
+        if (s.pending.is_empty() || direct.is_some()) && rbuf.is_empty() && rbuf.capacity() > 0 {
             rbuf = BytesMut::new();
             // Room for one byte more than the burst: a read that does not
             // fill the buffer is known to have drained the socket.
@@ -430,7 +461,8 @@ pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> En
             && s.pending.len() < MAX_PENDING
             && out.len() < max_unwritten
             && (!s.holding() || rbuf.len() < READ_CHUNK * 4);
-        // A subscriber is woken by messages too.
+        // A subscriber is woken by messages too. (With `direct`, a reply
+        // that is not written directly wakes the task as usual.)
         let waiting = !s.pending.is_empty() || s.subs.is_some();
         let event = std::future::poll_fn(|cx| {
             if !s.closing {
@@ -461,6 +493,9 @@ pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> En
             Poll::Pending
         })
         .await;
+        if let Some(slot) = direct {
+            slot.undirect();
+        }
         match event {
             Event::Readable(r) => {
                 if r.is_err() {
