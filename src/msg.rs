@@ -294,13 +294,13 @@ impl Slot {
     }
 
     /// Sets the outcome (first one wins) and wakes the owner (for a part: once
-    /// every part has its outcome). `now`: the time the outcome arrived.
+    /// every part has its outcome).
     pub fn fill(&self, outcome: Outcome) {
         self.fill_at(outcome, None)
     }
 
-    /// [`Slot::fill`], with the time the reply was read (saves a clock
-    /// read when it is written directly).
+    /// [`Slot::fill`], with the time the reply was read (`now`; saves a
+    /// clock read when the reply is written directly).
     pub fn fill_at(&self, mut outcome: Outcome, now: Option<Instant>) {
         if let Err(e) = outcome {
             if let Some(retry) = self.retry.take() {

@@ -336,10 +336,9 @@ pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> En
                 Pending::Ready(b) => Some(std::mem::take(b)),
                 Pending::Wait(slot) if slot.delivered().is_some() => {
                     // Written to the socket already (see `direct` below).
-                    if let Some(at) = slot.delivered() {
-                        stats.latency[front.class as usize]
-                            .observe(at.saturating_duration_since(front.since));
-                    }
+                    let at = slot.delivered().unwrap_or(front.since);
+                    stats.latency[front.class as usize]
+                        .observe(at.saturating_duration_since(front.since));
                     s.pending.pop_front();
                     continue;
                 }
