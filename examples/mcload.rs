@@ -1,7 +1,9 @@
 //! A memcache load generator for `bench/run` (redis-benchmark speaks only
-//! redis): `--clients` connections spread over `--threads` threads, each
-//! sending `--pipeline` requests at a time and reading every reply before the
-//! next batch, until `--requests` requests are done or `--seconds` pass.
+//! redis): `--clients` connections spread over `--threads` threads (one
+//! current-thread tokio runtime each), each connection sending `--pipeline`
+//! requests at a time and the next batch as soon as every reply to the last
+//! is in — independently of the other connections, as redis-benchmark's
+//! clients do — until `--requests` requests are done or `--seconds` pass.
 //!
 //! ```text
 //! cargo run --release --example mcload -- --port 11211 --op get --requests 100000
@@ -12,10 +14,13 @@
 
 use shardproxy::proto::memcache::scan_reply;
 use shardproxy::proto::Scan;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::cell::Cell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
+#[derive(Clone)]
 struct Args {
     port: u16,
     op: String,
@@ -70,123 +75,165 @@ fn parse() -> Result<Args, String> {
     Ok(a)
 }
 
-struct Conn {
-    s: TcpStream,
-    buf: Vec<u8>,
-}
-
-/// Reads `n` complete replies; returns how many were errors.
-fn read_replies(c: &mut Conn, n: usize, binary: bool) -> std::io::Result<u64> {
-    let mut errors = 0;
-    let mut done = 0;
-    let mut chunk = vec![0u8; 256 * 1024];
-    while done < n {
-        let scanned = if binary {
-            shardproxy::proto::memcache::binary::scan_reply(&c.buf)
-        } else {
-            scan_reply(&c.buf)
-        };
-        match scanned {
-            Ok(Scan::Complete(len)) => {
-                let r = &c.buf[..len];
-                let failed = if binary {
-                    // Not OK and not a miss.
-                    !matches!(
-                        shardproxy::proto::memcache::binary::reply_status(r),
-                        Some(0 | 1)
-                    )
-                } else {
-                    r.starts_with(b"SERVER_ERROR")
-                        || r.starts_with(b"CLIENT_ERROR")
-                        || r.starts_with(b"ERROR")
-                };
-                if failed {
-                    errors += 1;
-                }
-                c.buf.drain(..len);
-                done += 1;
-                continue;
-            }
-            Ok(Scan::Incomplete { .. }) => {}
-            Err(_) => {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::InvalidData,
-                    "bad reply",
-                ))
-            }
-        }
-        let k = c.s.read(&mut chunk)?;
-        if k == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        c.buf.extend_from_slice(&chunk[..k]);
-    }
-    Ok(errors)
-}
-
-fn worker(a: &Args, conns: usize, budget: u64, seed: u64) -> std::io::Result<(u64, u64, Vec<f64>)> {
-    let mut cs = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        let s = TcpStream::connect(("127.0.0.1", a.port))?;
-        s.set_nodelay(true)?;
-        s.set_read_timeout(Some(Duration::from_secs(10)))?;
-        cs.push(Conn { s, buf: Vec::new() });
-    }
-    let value = vec![b'x'; a.size];
-    let end = Instant::now() + Duration::from_secs(a.seconds);
+/// One connection's loop, as redis-benchmark drives its clients: send a batch
+/// of `pipeline` requests, read every reply, record the batch's latency, send
+/// the next — each connection independently, so a slow reply on one does not
+/// hold the others back (no barrier between connections).
+async fn connection(
+    a: &Args,
+    left: &Cell<u64>,
+    end: Instant,
+    seed: u64,
+    value: &[u8],
+) -> std::io::Result<(u64, u64, Vec<f64>)> {
+    let mut s = TcpStream::connect(("127.0.0.1", a.port)).await?;
+    s.set_nodelay(true)?;
     let mut rng = seed | 1;
     let (mut sent, mut errors) = (0u64, 0u64);
     let mut lat = Vec::new();
     let mut req = Vec::with_capacity(a.pipeline * (a.size + 64));
-    while sent < budget && Instant::now() < end {
-        let mut started = Vec::with_capacity(cs.len());
-        let mut batches = Vec::with_capacity(cs.len());
-        for c in cs.iter_mut() {
-            let n = a.pipeline.min((budget - sent) as usize);
-            if n == 0 {
-                break;
-            }
-            req.clear();
-            for _ in 0..n {
-                rng ^= rng << 13;
-                rng ^= rng >> 7;
-                rng ^= rng << 17;
-                let key = rng % a.keys.max(1);
-                if a.binary {
-                    let k = format!("key:{key:012}");
-                    let get = a.op == "get";
-                    let extras: &[u8] = if get { &[] } else { &[0; 8] };
-                    let val: &[u8] = if get { &[] } else { &value };
-                    let body = extras.len() + k.len() + val.len();
-                    req.extend_from_slice(&[0x80, if get { 0x00 } else { 0x01 }]);
-                    req.extend_from_slice(&(k.len() as u16).to_be_bytes());
-                    req.extend_from_slice(&[extras.len() as u8, 0, 0, 0]);
-                    req.extend_from_slice(&(body as u32).to_be_bytes());
-                    req.extend_from_slice(&[0; 12]);
-                    req.extend_from_slice(extras);
-                    req.extend_from_slice(k.as_bytes());
-                    req.extend_from_slice(val);
-                } else if a.op == "get" {
-                    req.extend_from_slice(format!("get key:{key:012}\r\n").as_bytes());
-                } else {
-                    req.extend_from_slice(
-                        format!("set key:{key:012} 0 0 {}\r\n", a.size).as_bytes(),
-                    );
-                    req.extend_from_slice(&value);
-                    req.extend_from_slice(b"\r\n");
+    let mut buf: Vec<u8> = Vec::with_capacity(64 * 1024);
+    while Instant::now() < end {
+        let n = a.pipeline.min(left.get() as usize);
+        if n == 0 {
+            break;
+        }
+        left.set(left.get() - n as u64);
+        req.clear();
+        for _ in 0..n {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            push_request(a, &mut req, rng % a.keys.max(1), value);
+        }
+        let started = Instant::now();
+        s.write_all(&req).await?;
+        let mut done = 0;
+        while done < n {
+            let scanned = if a.binary {
+                shardproxy::proto::memcache::binary::scan_reply(&buf)
+            } else {
+                scan_reply(&buf)
+            };
+            match scanned {
+                Ok(Scan::Complete(len)) => {
+                    if failed(&buf[..len], a.binary) {
+                        errors += 1;
+                    }
+                    buf.drain(..len);
+                    done += 1;
+                    continue;
+                }
+                Ok(Scan::Incomplete { .. }) => {}
+                Err(_) => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::InvalidData,
+                        "bad reply",
+                    ))
                 }
             }
-            c.s.write_all(&req)?;
-            started.push(Instant::now());
-            batches.push(n);
-            sent += n as u64;
+            let read = tokio::time::timeout(Duration::from_secs(10), s.read_buf(&mut buf)).await;
+            match read {
+                Ok(Ok(0)) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(std::io::ErrorKind::TimedOut.into()),
+            }
         }
-        for (i, c) in cs.iter_mut().enumerate().take(batches.len()) {
-            errors += read_replies(c, batches[i], a.binary)?;
-            lat.push(started[i].elapsed().as_secs_f64() * 1000.0);
-        }
+        lat.push(started.elapsed().as_secs_f64() * 1000.0);
+        sent += n as u64;
     }
     Ok((sent, errors, lat))
+}
+
+/// An error reply (a miss is not one).
+fn failed(r: &[u8], binary: bool) -> bool {
+    if binary {
+        !matches!(
+            shardproxy::proto::memcache::binary::reply_status(r),
+            Some(0 | 1)
+        )
+    } else {
+        r.starts_with(b"SERVER_ERROR") || r.starts_with(b"CLIENT_ERROR") || r.starts_with(b"ERROR")
+    }
+}
+
+fn push_request(a: &Args, req: &mut Vec<u8>, key: u64, value: &[u8]) {
+    let mut k = [0u8; 16];
+    let k = key_name(&mut k, key);
+    let get = a.op == "get";
+    if a.binary {
+        let extras: &[u8] = if get { &[] } else { &[0; 8] };
+        let val: &[u8] = if get { &[] } else { value };
+        let body = extras.len() + k.len() + val.len();
+        req.extend_from_slice(&[0x80, if get { 0x00 } else { 0x01 }]);
+        req.extend_from_slice(&(k.len() as u16).to_be_bytes());
+        req.extend_from_slice(&[extras.len() as u8, 0, 0, 0]);
+        req.extend_from_slice(&(body as u32).to_be_bytes());
+        req.extend_from_slice(&[0; 12]);
+        req.extend_from_slice(extras);
+        req.extend_from_slice(k);
+        req.extend_from_slice(val);
+    } else if get {
+        req.extend_from_slice(b"get ");
+        req.extend_from_slice(k);
+        req.extend_from_slice(b"\r\n");
+    } else {
+        req.extend_from_slice(b"set ");
+        req.extend_from_slice(k);
+        req.extend_from_slice(b" 0 0 ");
+        req.extend_from_slice(itoa::Buffer::new().format(value.len()).as_bytes());
+        req.extend_from_slice(b"\r\n");
+        req.extend_from_slice(value);
+        req.extend_from_slice(b"\r\n");
+    }
+}
+
+/// `key:` and the number in 12 zero-padded digits (the keys redis-benchmark's
+/// `-r` and bench/run's preload use).
+fn key_name(out: &mut [u8; 16], key: u64) -> &[u8] {
+    out[..4].copy_from_slice(b"key:");
+    let mut n = key % 1_000_000_000_000;
+    for d in out[4..].iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    &out[..]
+}
+
+/// One thread: a current-thread runtime driving its share of the connections,
+/// each a local task.
+fn worker(
+    a: Rc<Args>,
+    conns: usize,
+    budget: u64,
+    seed: u64,
+) -> std::io::Result<(u64, u64, Vec<f64>)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let value: Rc<[u8]> = vec![b'x'; a.size].into();
+    let end = Instant::now() + Duration::from_secs(a.seconds);
+    let left = Rc::new(Cell::new(budget));
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let tasks: Vec<_> = (0..conns as u64)
+            .map(|i| {
+                let (a, left, value) = (a.clone(), left.clone(), value.clone());
+                tokio::task::spawn_local(async move {
+                    connection(&a, &left, end, seed ^ (i << 40), &value).await
+                })
+            })
+            .collect();
+        let mut total = (0u64, 0u64, Vec::new());
+        for t in tasks {
+            let (s, e, l) = t.await.map_err(std::io::Error::other)??;
+            total.0 += s;
+            total.1 += e;
+            total.2.extend(l);
+        }
+        Ok(total)
+    })
 }
 
 fn main() {
@@ -205,7 +252,7 @@ fn main() {
                 let budget = a.requests / a.threads as u64
                     + u64::from((t as u64) < a.requests % a.threads as u64);
                 let a = &a;
-                sc.spawn(move || worker(a, conns, budget, 0x9e37_79b9 + t as u64))
+                sc.spawn(move || worker(Rc::new(a.clone()), conns, budget, 0x9e37_79b9 + t as u64))
             })
             .collect();
         handles
