@@ -9,7 +9,7 @@
 //! cargo run --release --example mcload -- --port 11211 --op get --requests 100000
 //! ```
 //!
-//! Prints one JSON line: `{"rps":…, "p50_ms":…, "p99_ms":…, "requests":…, "errors":…}`
+//! Prints one JSON line: `{"rps":…, "p50_ms":…, "p90_ms":…, "p99_ms":…, "p999_ms":…, "requests":…, "errors":…}`
 //! (latency is per batch: from writing it to its last reply). Loopback only.
 
 use shardproxy::proto::memcache::scan_reply;
@@ -287,9 +287,11 @@ fn main() {
         }
     };
     println!(
-        "{{\"rps\":{:.0},\"p50_ms\":{:.3},\"p99_ms\":{:.3},\"requests\":{sent},\"errors\":{errors}}}",
+        "{{\"rps\":{:.0},\"p50_ms\":{:.3},\"p90_ms\":{:.3},\"p99_ms\":{:.3},\"p999_ms\":{:.3},\"requests\":{sent},\"errors\":{errors}}}",
         sent as f64 / secs,
         pct(0.5),
-        pct(0.99)
+        pct(0.9),
+        pct(0.99),
+        pct(0.999)
     );
 }
