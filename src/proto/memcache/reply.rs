@@ -48,11 +48,8 @@ const META_CODES: &[&[u8]] = &[b"HD", b"NS", b"EX", b"NF", b"EN", b"MN", b"ME"];
 /// without a readable size; `None` for another line.
 fn meta_value(l: &[u8]) -> Option<Option<usize>> {
     let rest = l.strip_prefix(b"VA ")?;
-    let size = rest.split(|&c| c == b' ').next().filter(|f| is_number(f));
-    Some(
-        size.and_then(|f| std::str::from_utf8(f).ok()?.parse::<usize>().ok())
-            .filter(|&n| n <= MAX_VALUE),
-    )
+    let size = rest.split(|&c| c == b' ').next().and_then(number);
+    Some(size.filter(|&n| n <= MAX_VALUE))
 }
 
 /// A meta reply line (`HD`, `EN k O123`, `MN`…).
@@ -66,14 +63,23 @@ fn value_header(l: &[u8]) -> Option<(Range<usize>, usize)> {
     let mut fields = rest.split(|&c| c == b' ');
     let key = fields.next().filter(|k| !k.is_empty())?;
     let _flags = fields.next().filter(|f| is_number(f))?;
-    let bytes = fields.next().filter(|f| is_number(f))?;
+    let n = fields.next().and_then(number)?;
     match fields.next() {
         None => {}
         Some(cas) if is_number(cas) && fields.next().is_none() => {}
         Some(_) => return None,
     }
-    let n = std::str::from_utf8(bytes).ok()?.parse::<usize>().ok()?;
     (n <= MAX_VALUE).then_some((6..6 + key.len(), n))
+}
+
+/// A decimal field's value (digits only; None past `usize`).
+fn number(b: &[u8]) -> Option<usize> {
+    if !is_number(b) {
+        return None;
+    }
+    b.iter().try_fold(0usize, |n, &d| {
+        n.checked_mul(10)?.checked_add(usize::from(d - b'0'))
+    })
 }
 
 fn is_number(b: &[u8]) -> bool {
@@ -180,6 +186,34 @@ pub fn values(reply: &[u8], out: &mut Vec<Value>) -> Result<(), BadReply> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimal_fields() {
+        assert_eq!(number(b"0"), Some(0));
+        assert_eq!(number(b"100"), Some(100));
+        assert_eq!(number(b"18446744073709551615"), Some(usize::MAX));
+        for bad in [
+            &b""[..],
+            b"+1",
+            b"-1",
+            b"1a",
+            b" 1",
+            b"18446744073709551616",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(number(bad), None, "{:?}", String::from_utf8_lossy(bad));
+        }
+        // A data length past usize or past the limit is not a reply.
+        assert_eq!(
+            scan_reply(b"VALUE k 0 99999999999999999999\r\n"),
+            Err(BadReply)
+        );
+        assert_eq!(scan_reply(b"VA 99999999999999999999\r\n"), Err(BadReply));
+        assert_eq!(
+            scan_reply(b"VALUE k 0 3\r\nabc\r\nEND\r\n"),
+            Ok(Scan::Complete(23))
+        );
+    }
 
     #[test]
     fn single_lines() {

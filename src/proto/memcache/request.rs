@@ -270,16 +270,15 @@ pub fn scan_request(buf: &[u8], limits: &Limits, req: &mut Request) -> Result<Sc
         nl
     };
     let tokens = &mut req.tokens;
+    let line = &buf[..end];
     let mut i = 0;
-    while i < end {
-        if buf[i] == b' ' {
+    while i < line.len() {
+        if line[i] == b' ' {
             i += 1;
             continue;
         }
         let start = i;
-        while i < end && buf[i] != b' ' {
-            i += 1;
-        }
+        i = memchr::memchr(b' ', &line[i..]).map_or(line.len(), |j| i + j);
         tokens.push(start..i);
     }
     let tokens = &*tokens;
