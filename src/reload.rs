@@ -378,7 +378,6 @@ impl Reloader {
     pub fn reload(&mut self) {
         match self.apply() {
             Ok(summary) => {
-                self.registry.reloads.ok.fetch_add(1, Relaxed);
                 tracing::info!("configuration '{}' reloaded: {summary}", self.path);
                 self.follow();
                 crate::tls::publish(self.pools.iter().map(|p| &p.conf));
@@ -389,13 +388,16 @@ impl Reloader {
                         }))
                         .collect();
                 }
+                // Counted last: whoever sees the counter move finds the
+                // reload logged and in effect.
+                self.registry.reloads.ok.fetch_add(1, Relaxed);
             }
             Err(why) => {
-                self.registry.reloads.error.fetch_add(1, Relaxed);
                 tracing::error!(
                     "configuration '{}' not reloaded, nothing changed: {why}",
                     self.path
                 );
+                self.registry.reloads.error.fetch_add(1, Relaxed);
             }
         }
     }

@@ -635,12 +635,13 @@ async fn run(conn: Rc<ServerConn>, backend: Rc<Backend>) {
             match crate::tls::connect(tls, host, tcp, first_deadline).await {
                 Ok(s) => Ok(Stream::Tls(Box::new(s))),
                 Err(e) => {
-                    let why = crate::tls::failed(crate::tls::Side::Server, &e);
-                    tracing::warn!(
-                        "TLS handshake with server '{}' ({}) failed ({why}): {e}",
-                        backend.name,
-                        backend.addr
-                    );
+                    crate::tls::failed(crate::tls::Side::Server, &e, |why| {
+                        tracing::warn!(
+                            "TLS handshake with server '{}' ({}) failed ({why}): {e}",
+                            backend.name,
+                            backend.addr
+                        );
+                    });
                     Err(std::io::Error::other(TlsFailed))
                 }
             }

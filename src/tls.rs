@@ -434,13 +434,14 @@ pub fn reason(e: &io::Error) -> &'static str {
     }
 }
 
-/// Counts a failed handshake; returns its reason.
-pub fn failed(side: Side, e: &io::Error) -> &'static str {
+/// A failed handshake: `log` is told its reason, then it is counted (in
+/// that order: whoever sees the counter move finds the log line written).
+pub fn failed(side: Side, e: &io::Error, log: impl FnOnce(&'static str)) {
     let r = reason(e);
+    log(r);
     if let Some(i) = REASONS.iter().position(|x| *x == r) {
         FAILURES[side as usize][i].fetch_add(1, Relaxed);
     }
-    r
 }
 
 static EXPIRIES: Mutex<Vec<Expiry>> = Mutex::new(Vec::new());

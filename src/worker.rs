@@ -870,11 +870,12 @@ async fn accept_loop(
                     match crate::tls::accept(&acceptor, tcp).await {
                         Ok(s) => Some(Stream::Tls(Box::new(s))),
                         Err(e) => {
-                            let why = crate::tls::failed(crate::tls::Side::Client, &e);
-                            tracing::warn!(
-                                "pool '{}': TLS handshake with client {peer} failed ({why}): {e}",
-                                pool2.shared.conf.name
-                            );
+                            crate::tls::failed(crate::tls::Side::Client, &e, |why| {
+                                tracing::warn!(
+                                    "pool '{}': TLS handshake with client {peer} failed ({why}): {e}",
+                                    pool2.shared.conf.name
+                                );
+                            });
                             None
                         }
                     }
