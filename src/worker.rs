@@ -907,8 +907,10 @@ async fn serve_accepted(
     p.get(PoolField::ClientConnections).incr();
     let end = client::serve(stream, cell, shutdown).await;
     // Header count first: a reader that sees the pool gauge at 0
-    // sees the connection gone from `curr_connections` too.
+    // sees the connection gone from `curr_connections` too (the stats
+    // snapshot reads them in the other order, after an Acquire fence).
     w.closed();
+    std::sync::atomic::fence(std::sync::atomic::Ordering::Release);
     p.get(PoolField::ClientConnections).decr();
     match end {
         client::End::Eof => p.get(PoolField::ClientEof).incr(),

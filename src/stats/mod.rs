@@ -315,8 +315,6 @@ impl Registry {
                 .collect(),
         };
         for w in &self.workers {
-            snap.total_connections += w.total_connections.get();
-            snap.curr_connections += w.curr_connections.get();
             for (ps, pw) in snap.pools.iter_mut().zip(w.pools.load().iter()) {
                 for (a, m) in ps.m.iter_mut().zip(&pw.m) {
                     *a += m.get();
@@ -340,6 +338,14 @@ impl Registry {
                     ss.replica_retries += sw.replica_retries.get();
                 }
             }
+            // The header counts after the pool gauges: a closing client
+            // leaves `curr_connections` before its pool's
+            // `client_connections` (a Release fence between the two, see
+            // `worker::serve_accepted`), so a snapshot that sees the pool
+            // gauge down sees the header count down too.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
+            snap.total_connections += w.total_connections.get();
+            snap.curr_connections += w.curr_connections.get();
         }
         for (ps, meta) in snap.pools.iter_mut().zip(pools.iter()) {
             ps.m[PoolField::ServerEjects as usize] = meta.health.ejects.load(Relaxed) as i64;
