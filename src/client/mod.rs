@@ -337,20 +337,21 @@ pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> En
         while let Some(front) = s.pending.front_mut() {
             let ready = match &mut front.reply {
                 Pending::Ready(b) => Some(std::mem::take(b)),
-                Pending::Wait(slot) if slot.delivered().is_some() => {
+                Pending::Wait(slot) => match slot.delivered() {
                     // Written to the socket already (see `direct` below).
-                    let at = slot.delivered().unwrap_or(front.since);
-                    stats.latency[front.class as usize]
-                        .observe(at.saturating_duration_since(front.since));
-                    s.pending.pop_front();
-                    continue;
-                }
-                Pending::Wait(slot) => slot.take().map(|o| {
-                    if o.is_err() {
-                        stats.get(PoolField::ForwardError).incr();
+                    Some(at) => {
+                        stats.latency[front.class as usize]
+                            .observe(at.saturating_duration_since(front.since));
+                        s.pending.pop_front();
+                        continue;
                     }
-                    proto.outcome_reply(o)
-                }),
+                    None => slot.take().map(|o| {
+                        if o.is_err() {
+                            stats.get(PoolField::ForwardError).incr();
+                        }
+                        proto.outcome_reply(o)
+                    }),
+                },
                 Pending::Frags(f) => f.is_done().then(|| {
                     let (bytes, failed) = f.coalesce();
                     if failed {
