@@ -25,7 +25,10 @@
 //!   and subcommand), so keys are found where redis-server finds them
 //!   ([`proto::redis::keys`]); the one hand-written part,
 //!   [`proto::redis::policy`], says what the proxy does with each command:
-//!   forward by key, split, fan out to every server, answer, or refuse. A
+//!   forward by key, split, fan out to every server, answer, or refuse.
+//!   Among the answered: the cluster topology queries, to which a pool is one
+//!   node holding every slot ([`proto::redis::topology`]), so cluster-aware
+//!   clients work through the proxy unchanged. A
 //!   command whose keys route to more than one server is never sent anywhere
 //!   (`-CROSSSLOT`): a wrong answer is worse than an error.
 //! * The **router** ([`route`]) applies `hash_tag`, then the pool's distribution

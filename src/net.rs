@@ -200,6 +200,15 @@ impl Stream {
     }
 
     /// Whether replies may be written to it by [`crate::msg::Slot::direct`].
+    /// The address the peer connected to; `None` on a Unix socket.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        match self {
+            Stream::Tcp(s) => s.local_addr().ok(),
+            Stream::Tls(s) => s.tcp.local_addr().ok(),
+            Stream::Unix(_) => None,
+        }
+    }
+
     pub fn plain(&self) -> bool {
         !matches!(self, Stream::Tls(_))
     }

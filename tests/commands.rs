@@ -458,7 +458,6 @@ s KEYS *
 ! SWAPDB 0 1
 ! MOVE A 1
 ! MIGRATE 127.0.0.1 1 A 0 100
-! CLUSTER INFO
 ! MONITOR
 ! CLIENT KILL ID 1
 ! CLIENT REPLY OFF
@@ -593,7 +592,6 @@ s COMMAND LIST
 ! ACL SETUSER x
 ! ACL USERS
 ! ACL WHOAMI
-! ASKING
 ! BGREWRITEAOF
 ! BGSAVE
 ! CLIENT CACHING x
@@ -619,21 +617,15 @@ s COMMAND LIST
 ! CLUSTER FLUSHSLOTS
 ! CLUSTER FORGET x
 ! CLUSTER GETKEYSINSLOT x x
-! CLUSTER KEYSLOT x
 ! CLUSTER LINKS
 ! CLUSTER MEET x x
-! CLUSTER MYID
-! CLUSTER MYSHARDID
-! CLUSTER NODES
 ! CLUSTER REPLICAS x
 ! CLUSTER REPLICATE x
 ! CLUSTER RESET
 ! CLUSTER SAVECONFIG
 ! CLUSTER SET-CONFIG-EPOCH x
 ! CLUSTER SETSLOT x x
-! CLUSTER SHARDS
 ! CLUSTER SLAVES x
-! CLUSTER SLOTS
 ! CONFIG RESETSTAT
 ! CONFIG REWRITE
 ! FAILOVER
@@ -654,8 +646,6 @@ s COMMAND LIST
 ! PFDEBUG x x
 ! PFSELFTEST
 ! PSYNC x x
-! READONLY
-! READWRITE
 ! REPLCONF
 ! RESTORE-ASKING x x x
 ! ROLE
@@ -708,6 +698,21 @@ const ELSEWHERE: &[(&str, &str)] = &[
     ("scan", "scan_keys_dbsize_and_scripts_span_every_server"),
 ];
 
+/// Answered by the proxy as one cluster node, which one redis-server (not
+/// in cluster mode) refuses: tests/cluster_view.rs drives them.
+const CLUSTER_VIEW: &[&str] = &[
+    "asking",
+    "readonly",
+    "readwrite",
+    "cluster info",
+    "cluster keyslot",
+    "cluster myid",
+    "cluster myshardid",
+    "cluster nodes",
+    "cluster shards",
+    "cluster slots",
+];
+
 /// Every command and subcommand of the table is driven by the corpus (or
 /// by the test [`ELSEWHERE`] names): the broad test covers the whole table,
 /// and a command added to the table without a corpus line fails here.
@@ -726,7 +731,10 @@ fn the_corpus_drives_every_command_of_the_table() {
     for c in shardproxy::proto::redis::command::all() {
         for name in std::iter::once(&c.name).chain(c.subcommands.iter().map(|s| &s.name)) {
             total += 1;
-            if !driven.contains(name.as_str()) && !ELSEWHERE.iter().any(|(n, _)| n == name) {
+            if !driven.contains(name.as_str())
+                && !ELSEWHERE.iter().any(|(n, _)| n == name)
+                && !CLUSTER_VIEW.contains(&name.as_str())
+            {
                 missing.push(name.clone());
             }
         }
@@ -734,8 +742,8 @@ fn the_corpus_drives_every_command_of_the_table() {
     assert!(missing.is_empty(), "no corpus line drives {missing:?}");
     println!(
         "the corpus drives {} of {total} commands; {} are tested elsewhere",
-        total - ELSEWHERE.len(),
-        ELSEWHERE.len()
+        total - ELSEWHERE.len() - CLUSTER_VIEW.len(),
+        ELSEWHERE.len() + CLUSTER_VIEW.len()
     );
 }
 

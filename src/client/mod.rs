@@ -161,6 +161,8 @@ pub struct Session {
     /// memcache: the protocol the connection speaks, fixed by its first
     /// byte (`0x80`: binary).
     pub mc_mode: mcbin::Mode,
+    /// The connection (its addresses, for `CLUSTER SLOTS`).
+    pub stream: Rc<Stream>,
 }
 
 impl Session {
@@ -295,6 +297,7 @@ pub async fn serve(stream: Stream, cell: Rc<PoolCell>, shutdown: Shutdown) -> En
         subs: None,
         replica_read: false,
         mc_mode: mcbin::Mode::Unknown,
+        stream: stream.clone(),
     };
     let mut rbuf = BytesMut::new();
     // Bytes read since the buffer was last released, and so the size of the

@@ -16,6 +16,7 @@ use crate::proto::redis::blocking::{block_time, Block};
 use crate::proto::redis::command::{Command, Find};
 use crate::proto::redis::keys::KeyPositions;
 use crate::proto::redis::request::{is_inline, put_array_header, put_bulk};
+use crate::proto::redis::topology;
 use crate::proto::redis::{
     lookup, scan_request, Fragment, KeyShape, Limits, Local, Route, SessionKind,
 };
@@ -776,7 +777,46 @@ fn answer(s: &mut Session, local: Local, req: &Bytes, args: &[Range<usize>]) {
             s.ready(&b"+RESET\r\n"[..]);
         }
         Local::Hello => hello(s, req, args),
+        Local::Cluster => cluster(s, req, args),
     }
+}
+
+/// The pool as one cluster node (see [`topology`]): `CLUSTER SLOTS`,
+/// `SHARDS`, `NODES`, `INFO`, `MYID`, `MYSHARDID`, `KEYSLOT`; `READONLY`,
+/// `READWRITE` and `ASKING` are accepted (this node has no replicas and
+/// never redirects).
+fn cluster(s: &mut Session, req: &Bytes, args: &[Range<usize>]) {
+    let arg = |i: usize| &req[args[i].clone()];
+    let name = arg(0).to_ascii_lowercase();
+    if name != b"cluster" {
+        return s.ready(OK);
+    }
+    let sub = arg(1).to_ascii_lowercase();
+    if sub == b"keyslot" {
+        return s.ready(topology::keyslot(arg(2)));
+    }
+    let Some(addr) = s.stream.local_addr() else {
+        return error(
+            s,
+            "CLUSTER topology is answered on TCP listeners only: a cluster client cannot dial a Unix socket",
+        );
+    };
+    let view = topology::View::new(
+        addr,
+        &s.pool.shared.conf.name,
+        !s.stream.plain(),
+        s.dialect == Dialect::Resp3,
+    );
+    let reply = match &sub[..] {
+        b"slots" => view.slots(),
+        b"shards" => view.shards(),
+        b"nodes" => view.nodes(),
+        b"info" => view.info(),
+        b"myid" => view.myid(),
+        b"myshardid" => view.myshardid(),
+        _ => return error(s, "unknown CLUSTER subcommand"),
+    };
+    s.ready(reply);
 }
 
 /// `HELLO [protover [AUTH username password] [SETNAME name]]`: switches the

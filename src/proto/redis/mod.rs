@@ -9,6 +9,7 @@ pub mod policy;
 pub mod pubsub;
 pub mod reply;
 pub mod request;
+pub mod topology;
 pub mod value;
 
 pub use command::{lookup, Command, KeyShape};

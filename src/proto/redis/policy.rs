@@ -63,6 +63,10 @@ pub enum Local {
     Client,
     Hello,
     Reset,
+    /// CLUSTER SLOTS / SHARDS / NODES / INFO / MYID / MYSHARDID / KEYSLOT,
+    /// READONLY, READWRITE, ASKING: the pool shown to cluster-aware clients
+    /// as one node holding every slot ([`super::topology`]).
+    Cluster,
 }
 
 /// Why a command needs a session (a connection of its own) — refused until
@@ -124,7 +128,8 @@ pub enum Route {
 
 const ONE_SERVER: &str = "it acts on one server of the pool, not on the pool";
 const CONNECTION: &str = "it acts on the proxy's connection to a server, not on yours";
-const CLUSTER: &str = "the pool is not a Redis Cluster";
+const CLUSTER: &str =
+    "the proxy shows its pool to cluster clients as one node holding every slot (CLUSTER SLOTS, SHARDS, NODES)";
 const OTHER_DB: &str = "a pool uses one database (redis_db)";
 
 /// The route of a command (`name` is lower case, `container sub` for a
@@ -145,6 +150,10 @@ pub fn route(name: &str, spec: &Spec) -> Route {
         "hello" => Local(self::Local::Hello),
         "reset" => Local(self::Local::Reset),
         "client setname" | "client setinfo" | "client getname" => Local(self::Local::Client),
+        "cluster slots" | "cluster shards" | "cluster nodes" | "cluster info" | "cluster myid"
+        | "cluster myshardid" | "cluster keyslot" | "readonly" | "readwrite" | "asking" => {
+            Local(self::Local::Cluster)
+        }
         "multi" | "exec" | "discard" | "watch" | "unwatch" => Session(SessionKind::Transaction),
         "subscribe" | "psubscribe" | "unsubscribe" | "punsubscribe" | "ssubscribe"
         | "sunsubscribe" => Session(SessionKind::PubSub),
@@ -226,7 +235,10 @@ mod tests {
         assert_eq!(route_of("script load"), Route::All(Fragment::Same));
         assert_eq!(route_of("config set"), Route::Refuse(ONE_SERVER));
         assert_eq!(route_of("config get"), Route::One);
-        assert_eq!(route_of("cluster info"), Route::Refuse(CLUSTER));
+        assert_eq!(route_of("cluster info"), Route::Local(Local::Cluster));
+        assert_eq!(route_of("cluster slots"), Route::Local(Local::Cluster));
+        assert_eq!(route_of("readonly"), Route::Local(Local::Cluster));
+        assert_eq!(route_of("cluster addslots"), Route::Refuse(CLUSTER));
         assert_eq!(route_of("client reply"), Route::Refuse(CONNECTION));
         assert_eq!(route_of("client setname"), Route::Local(Local::Client));
         assert_eq!(route_of("shutdown"), Route::Refuse(ONE_SERVER));
@@ -272,7 +284,6 @@ mod tests {
             "acl setuser",
             "acl users",
             "acl whoami",
-            "asking",
             "bgrewriteaof",
             "bgsave",
             "client caching",
@@ -300,22 +311,15 @@ mod tests {
             "cluster flushslots",
             "cluster forget",
             "cluster getkeysinslot",
-            "cluster info",
-            "cluster keyslot",
             "cluster links",
             "cluster meet",
-            "cluster myid",
-            "cluster myshardid",
-            "cluster nodes",
             "cluster replicas",
             "cluster replicate",
             "cluster reset",
             "cluster saveconfig",
             "cluster set-config-epoch",
             "cluster setslot",
-            "cluster shards",
             "cluster slaves",
-            "cluster slots",
             "config resetstat",
             "config rewrite",
             "config set",
@@ -341,8 +345,6 @@ mod tests {
             "pfdebug",
             "pfselftest",
             "psync",
-            "readonly",
-            "readwrite",
             "replconf",
             "replicaof",
             "restore-asking",
