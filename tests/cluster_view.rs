@@ -156,3 +156,49 @@ fn cluster_clients_through_a_static_pool() {
         .collect();
     assert_eq!(spread.len(), 3, "100 keys over 3 servers: {sizes:?}");
 }
+
+/// The `redis` crate's ClusterClient (sync), unmodified: discovery, keys of
+/// every slot, a cluster pipeline, a hash-tagged multi-key command.
+#[test]
+fn redis_crate_cluster_client() {
+    use redis::Commands;
+    let (a, b) = (redis(), redis());
+    let backends = [&a, &b];
+    let p = shardproxy(&pool(&backends), &[]);
+    let client = redis::cluster::ClusterClient::new(vec![format!("redis://127.0.0.1:{}/", p.port)])
+        .unwrap_or_else(|e| panic!("cluster client: {e}"));
+    let mut con = client
+        .get_connection()
+        .unwrap_or_else(|e| panic!("cluster connection: {e}"));
+    for i in 0..100 {
+        let ok: redis::RedisResult<()> = con.set(format!("rs:k{i}"), i);
+        ok.unwrap_or_else(|e| panic!("SET rs:k{i}: {e}"));
+    }
+    for i in 0..100 {
+        let v: redis::RedisResult<i64> = con.get(format!("rs:k{i}"));
+        assert_eq!(v.ok(), Some(i), "rs:k{i}");
+    }
+    let mut pipe = redis::cluster::cluster_pipe();
+    for i in 0..50 {
+        pipe.get(format!("rs:k{i}"));
+    }
+    let got: redis::RedisResult<Vec<i64>> = pipe.query(&mut con);
+    assert_eq!(got.ok(), Some((0..50).collect::<Vec<i64>>()));
+    let ok: redis::RedisResult<()> = con.mset(&[("{rs}a", "1"), ("{rs}b", "2")]);
+    ok.unwrap_or_else(|e| panic!("MSET: {e}"));
+    let got: redis::RedisResult<Vec<String>> = con.mget(&["{rs}a", "{rs}b"]);
+    assert_eq!(got.ok(), Some(vec!["1".to_string(), "2".to_string()]));
+    // Where the keys are: where the pool places them (a plain GET through
+    // the proxy finds each; they are on the backends, none missing).
+    let mut k = Conn::new(p.port);
+    let total: i64 = backends
+        .iter()
+        .map(|b| Conn::new(b.port).value(&[b"DBSIZE"]).int())
+        .sum();
+    assert_eq!(total, 102);
+    assert_eq!(k.value(&[b"GET", b"rs:k42"]).text(), "42");
+    for b in &backends {
+        let n = Conn::new(b.port).value(&[b"DBSIZE"]).int();
+        assert!(n > 10, "{n} keys on {}: the pool spreads them", b.port);
+    }
+}
