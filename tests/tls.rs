@@ -222,6 +222,18 @@ fn a_tls_listener_serves_redis_cli_and_redis_py() {
         b"$3\r\nyes\r\n"
     );
     run_python("redis_py_tls.py", &[p.port.to_string(), c.path("ca.crt")]);
+    // The cluster view on a TLS listener (cluster.md): the node's port is
+    // a `tls-port`.
+    let (code, out) = cli(&c, p.port, None, &["CLUSTER", "SHARDS"]);
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().map(str::trim).collect();
+    let at = lines.iter().position(|l| *l == "tls-port");
+    assert_eq!(
+        at.and_then(|i| lines.get(i + 1)).copied(),
+        Some(p.port.to_string().as_str()),
+        "{out}"
+    );
+    assert!(!lines.contains(&"port"), "{out}");
     // A plaintext client on the TLS listener: refused at the handshake,
     // counted; the listener goes on.
     let mut plain =
