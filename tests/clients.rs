@@ -38,6 +38,30 @@ fn redis_py_and_ioredis_application_mix() {
     run_node("ioredis_mix.js", &[p.port.to_string()]);
 }
 
+/// node-redis (the `redis` package): a plain client, then its cluster
+/// client, which the proxy answers as one node holding every slot.
+#[test]
+fn node_redis_current_release() {
+    let (a, b, c) = (redis(), redis(), redis());
+    let p = shardproxy(&redis_pool(&[&a, &b, &c], "  hash_tag: \"{}\"\n"), &[]);
+    support::run_node_with(
+        "node_redis.js",
+        &[p.port.to_string(), "cluster".into()],
+        "redis",
+    );
+    // Its keys are where the pool places them: a plain GET through the
+    // proxy finds each, and they are spread over the servers.
+    let mut k = support::Conn::new(p.port);
+    for i in [0, 42, 99] {
+        let key = format!("nr:c{i}");
+        assert_eq!(k.value(&[b"GET", key.as_bytes()]).text(), i.to_string());
+    }
+    for s in [&a, &b, &c] {
+        let n = support::Conn::new(s.port).value(&[b"DBSIZE"]).int();
+        assert!(n > 20, "{n} keys on {}", s.port);
+    }
+}
+
 #[test]
 fn redis_py_current_release() {
     let (a, b, c) = (redis(), redis(), redis());

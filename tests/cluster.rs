@@ -229,12 +229,24 @@ fn keys_land_where_the_cluster_places_them() {
     for m in &masters {
         assert!(stats.contains(&format!("\"127.0.0.1:{m}\"")), "{stats}");
     }
-    // Cluster-aware clients (redis-py RedisCluster, ioredis Cluster) see the
+    // Cluster-aware clients (redis-py RedisCluster, ioredis Cluster,
+    // node-redis createCluster) see the
     // proxy as one node holding every slot (tests/cluster_view.rs); their
     // keys land on the masters of their slots.
     support::run_python("redis_py_cluster.py", &[p.port.to_string()]);
     support::run_node("ioredis_cluster.js", &[p.port.to_string()]);
+    support::run_node_with(
+        "node_redis.js",
+        &[p.port.to_string(), "cluster".into()],
+        "redis",
+    );
     for i in 0..100 {
+        let key = format!("nr:c{i}").into_bytes();
+        let owner = c.owner(&slots, &key);
+        assert_eq!(
+            Conn::new(owner).value(&[b"GET", &key]).text(),
+            i.to_string()
+        );
         let key = format!("rc:k{i}").into_bytes();
         let owner = c.owner(&slots, &key);
         assert_eq!(
