@@ -2,7 +2,7 @@
 //! are messages (not answers to a request), and the subscribe/unsubscribe
 //! confirmations the proxy writes itself, with the client's own counts.
 
-use super::request::put_bulk;
+use super::request::{put_bulk, put_int};
 
 /// The kind of a frame a subscribed connection sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,9 +46,7 @@ pub fn confirmation(resp3: bool, kind: &[u8], channel: Option<&[u8]>, count: usi
         None if resp3 => out.extend_from_slice(b"_\r\n"),
         None => out.extend_from_slice(b"$-1\r\n"),
     }
-    out.push(b':');
-    out.extend_from_slice(itoa::Buffer::new().format(count).as_bytes());
-    out.extend_from_slice(b"\r\n");
+    put_int(&mut out, count);
     out
 }
 

@@ -161,6 +161,13 @@ pub fn put_array_header(out: &mut Vec<u8>, n: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `:<n>\r\n` to `out`.
+pub fn put_int(out: &mut Vec<u8>, n: impl itoa::Integer) {
+    out.push(b':');
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends `$<len>\r\n<bytes>\r\n` to `out`.
 pub fn put_bulk(out: &mut Vec<u8>, bytes: &[u8]) {
     out.push(b'$');

@@ -17,11 +17,9 @@
 //! and the pool name, so it is the same on every connection, every worker
 //! and every restart.
 
-use super::request::{put_array_header, put_bulk};
+use super::request::{put_array_header, put_bulk, put_int};
+use crate::dist::cluster::SLOTS;
 use std::net::SocketAddr;
-
-/// The slots of a Redis Cluster.
-pub const SLOTS: u16 = 16384;
 
 /// What a cluster-aware client is told about the node it connected to.
 #[derive(Debug, Clone)]
@@ -60,10 +58,10 @@ impl View {
         put_array_header(&mut out, 1);
         put_array_header(&mut out, 3);
         put_int(&mut out, 0);
-        put_int(&mut out, i64::from(SLOTS - 1));
+        put_int(&mut out, SLOTS - 1);
         put_array_header(&mut out, 4);
         put_bulk(&mut out, self.ip.as_bytes());
-        put_int(&mut out, i64::from(self.port));
+        put_int(&mut out, self.port);
         put_bulk(&mut out, self.id.as_bytes());
         self.map_header(&mut out, 0);
         out
@@ -77,14 +75,14 @@ impl View {
         put_bulk(&mut out, b"slots");
         put_array_header(&mut out, 2);
         put_int(&mut out, 0);
-        put_int(&mut out, i64::from(SLOTS - 1));
+        put_int(&mut out, SLOTS - 1);
         put_bulk(&mut out, b"nodes");
         put_array_header(&mut out, 1);
         self.map_header(&mut out, 7);
         put_bulk(&mut out, b"id");
         put_bulk(&mut out, self.id.as_bytes());
         put_bulk(&mut out, if self.tls { b"tls-port" } else { b"port" });
-        put_int(&mut out, i64::from(self.port));
+        put_int(&mut out, self.port);
         put_bulk(&mut out, b"ip");
         put_bulk(&mut out, self.ip.as_bytes());
         put_bulk(&mut out, b"endpoint");
@@ -166,14 +164,8 @@ impl View {
 /// `CLUSTER KEYSLOT key`.
 pub fn keyslot(key: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(8);
-    put_int(&mut out, i64::from(crate::dist::cluster::key_slot(key)));
+    put_int(&mut out, crate::dist::cluster::key_slot(key));
     out
-}
-
-fn put_int(out: &mut Vec<u8>, n: i64) {
-    out.push(b':');
-    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-    out.extend_from_slice(b"\r\n");
 }
 
 /// 40 hex digits, as a cluster node id, from `seed` and a purpose.
@@ -187,7 +179,9 @@ fn hex_id(seed: &str, what: &str) -> String {
     id
 }
 
-/// FNV-1a, 64 bits (the pool's `hash:` functions return 32).
+/// FNV-1a, 64 bits: the pool's `hash:` functions are nutcracker's 32-bit
+/// ones, and std's hasher may change between Rust releases, while an id
+/// must survive restarts and upgrades.
 fn fnv1a64(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in parts.iter().flat_map(|p| p.iter()) {
@@ -312,7 +306,7 @@ mod tests {
         ] {
             let t = t.unwrap_or_else(|| panic!("not a topology"));
             assert_eq!(t.masters, std::slice::from_ref(&me));
-            assert_eq!(t.covered(), usize::from(SLOTS));
+            assert_eq!(t.covered(), SLOTS);
             assert!(t.replicas.iter().all(Vec::is_empty));
         }
     }
